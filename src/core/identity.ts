@@ -1,0 +1,88 @@
+/**
+ * App identity and the names the operator gives to what it owns on the host.
+ *
+ * Ownership is by name and label: every unit, container and route carries the app identity, so the
+ * operator can rebuild its picture of the host from the host alone. All ids are restricted to
+ * `ID_PATTERN` (or are positive integers), so names built from them never need escaping.
+ */
+import { createHash } from 'node:crypto';
+
+/** Instance ids, team ids and slot names: they become parts of unit and container names. */
+export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+/** `target_version` and `image_tag`. */
+export const VERSION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
+/** Environment variable names. */
+export const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** The identity of one app in one environment of one team. */
+export interface AppKey {
+  readonly team: string;
+  readonly env: number;
+  readonly app: number;
+}
+
+/** `team/env/app`: the key used by queues, records and logs. */
+export function appKeyString(k: AppKey): string {
+  return `${k.team}/${k.env}/${k.app}`;
+}
+
+/** Inverse of appKeyString; undefined when the string is not a valid key. */
+export function parseAppKey(s: string): AppKey | undefined {
+  const parts = s.split('/');
+  if (parts.length !== 3) return undefined;
+  const [team, env, app] = parts as [string, string, string];
+  if (!ID_PATTERN.test(team) || !/^[1-9][0-9]{0,9}$/.test(env) || !/^[1-9][0-9]{0,9}$/.test(app)) return undefined;
+  return { team, env: Number(env), app: Number(app) };
+}
+
+export function sameApp(a: AppKey, b: AppKey): boolean {
+  return a.team === b.team && a.env === b.env && a.app === b.app;
+}
+
+/** Prefix shared by every unit the operator owns. */
+export const UNIT_PREFIX = 'crate-';
+
+/**
+ * systemd unit name of one instance: `crate-<team>:<env>:<app>:<instance>.service`.
+ * `:` cannot occur in any id, so the name is injective and parseable.
+ */
+export function unitName(k: AppKey, instance: string): string {
+  return `${UNIT_PREFIX}${k.team}:${k.env}:${k.app}:${instance}.service`;
+}
+
+/** Inverse of unitName; undefined for units the operator does not own. */
+export function parseUnitName(name: string): { key: AppKey; instance: string } | undefined {
+  if (!name.startsWith(UNIT_PREFIX) || !name.endsWith('.service')) return undefined;
+  const parts = name.slice(UNIT_PREFIX.length, -'.service'.length).split(':');
+  if (parts.length !== 4) return undefined;
+  const [team, env, app, instance] = parts as [string, string, string, string];
+  const key = parseAppKey(`${team}/${env}/${app}`);
+  if (!key || !ID_PATTERN.test(instance)) return undefined;
+  return { key, instance };
+}
+
+/** Docker labels the operator sets on every container it creates. */
+export const LABELS = {
+  team: 'crate.team',
+  env: 'crate.env',
+  app: 'crate.app',
+  instance: 'crate.instance',
+  slot: 'crate.slot',
+  version: 'crate.version',
+  deployment: 'crate.deployment',
+  generation: 'crate.generation',
+} as const;
+
+/**
+ * Docker container name of one instance. Docker names allow no `:`, so the name is readable
+ * (`crate-<app>-<env>-<instance>`) plus a short hash of the full identity to stay unique.
+ */
+export function containerName(k: AppKey, instance: string): string {
+  const h = createHash('sha256').update(`${appKeyString(k)}/${instance}`).digest('hex').slice(0, 8);
+  return `crate-${k.app}-${k.env}-${instance}-${h}`;
+}
+
+/** Caddy `@id` of the app's route. */
+export function routeId(k: AppKey): string {
+  return `crate-route-${k.team}-${k.env}-${k.app}`;
+}

@@ -1,0 +1,124 @@
+/**
+ * The deployment machine (XState v5): executes a plan's steps one by one, rolls back on failure before
+ * the commit point, stops at a safe point when superseded. Each kind of action is a named actor bound
+ * to the real drivers at wiring time (fakes in tests). Decisions live in progress.ts; this file only
+ * sequences them.
+ *
+ * Crash safety: the whole context (steps, records, current action and its absolute deadline) is in the
+ * persisted snapshot. On restore XState re-runs the in-flight invoked actor, so every effect must be
+ * idempotent; its deadline is the persisted `currentDeadlineAt`, so it is re-armed, not restarted.
+ */
+import { assign, fromPromise, setup, type ActorLogicFrom } from 'xstate';
+import { describeError } from '../core/errors.ts';
+import type { Action, ActionType } from '../reconciler/model.ts';
+import { actionFailed, actionSucceeded, requestCancel, type RunContext, type StepDeadlines } from './progress.ts';
+
+export const ACTION_TYPES: readonly ActionType[] = [
+  'fetchRelease',
+  'pullImage',
+  'createRun',
+  'startRun',
+  'restartRun',
+  'waitHealthy',
+  'setRoute',
+  'drain',
+  'stopRun',
+  'removeRun',
+  'removeRoute',
+  'removeFiles',
+];
+
+/** What an effect is told: the action, its absolute deadline, a signal aborted when the run stops. */
+export interface EffectInput<A extends Action = Action> {
+  action: A;
+  deadlineAt: number;
+  deploymentId: string;
+  signal: AbortSignal;
+}
+
+/** One function per action kind; resolves with an optional detail line for the step record. */
+export type Effects = { [T in ActionType]: (input: EffectInput<Extract<Action, { type: T }>>) => Promise<string | void> };
+
+export interface MachineDeps {
+  effects: Effects;
+  now: () => number;
+  deadlines: StepDeadlines;
+}
+
+type ActorInput = { action: Action; deadlineAt: number; deploymentId: string };
+
+/** Builds the machine with its effects bound. `input` is an advanced RunContext (see progress.ts). */
+export function createDeploymentMachine(deps: MachineDeps) {
+  const actors = Object.fromEntries(
+    ACTION_TYPES.map((t) => [
+      t,
+      fromPromise<string | null, ActorInput>(async ({ input, signal }) => {
+        const effect = deps.effects[t] as (i: EffectInput) => Promise<string | void>;
+        const detail = await effect({ action: input.action, deadlineAt: input.deadlineAt, deploymentId: input.deploymentId, signal });
+        return detail ?? null;
+      }),
+    ]),
+  ) as Record<ActionType, ReturnType<typeof fromPromise<string | null, ActorInput>>>;
+
+  const actionStates = Object.fromEntries(
+    ACTION_TYPES.map((t) => [
+      t,
+      {
+        invoke: {
+          src: t,
+          input: ({ context }: { context: RunContext }): ActorInput => ({
+            action: context.current as Action,
+            deadlineAt: context.currentDeadlineAt ?? deps.now(),
+            deploymentId: context.deploymentId,
+          }),
+          onDone: {
+            target: 'dispatch',
+            actions: assign(({ context, event }: { context: RunContext; event: { type: string; output?: unknown } }) =>
+              actionSucceeded(context, deps.now(), typeof event.output === 'string' ? event.output : null, deps.deadlines),
+            ),
+          },
+          onError: {
+            target: 'dispatch',
+            actions: assign(({ context, event }: { context: RunContext; event: { type: string; error?: unknown } }) =>
+              actionFailed(context, deps.now(), describeError(event.error), deps.deadlines),
+            ),
+          },
+        },
+      },
+    ]),
+  );
+
+  return setup({
+    types: {
+      context: {} as RunContext,
+      input: {} as RunContext,
+      events: {} as { type: 'CANCEL' },
+    },
+    actors,
+  }).createMachine({
+    id: 'deployment',
+    context: ({ input }) => input,
+    initial: 'dispatch',
+    on: { CANCEL: { actions: assign(({ context }) => requestCancel(context)) } },
+    states: {
+      dispatch: {
+        always: [
+          { guard: ({ context }) => context.outcome === 'succeeded', target: 'succeeded' },
+          { guard: ({ context }) => context.outcome === 'failed', target: 'failed' },
+          { guard: ({ context }) => context.outcome === 'rolled_back', target: 'rolled_back' },
+          { guard: ({ context }) => context.outcome === 'superseded', target: 'superseded' },
+          ...ACTION_TYPES.map((t) => ({ guard: ({ context }: { context: RunContext }) => context.current?.type === t, target: t })),
+          { target: 'failed', actions: assign({ outcome: 'failed' as const, error: { code: 'E_INTERNAL', message: 'no action to run', step: null } }) },
+        ],
+      },
+      ...(actionStates as Record<ActionType, object>),
+      succeeded: { type: 'final' },
+      failed: { type: 'final' },
+      rolled_back: { type: 'final' },
+      superseded: { type: 'final' },
+    },
+  });
+}
+
+export type DeploymentMachine = ReturnType<typeof createDeploymentMachine>;
+export type DeploymentLogic = ActorLogicFrom<DeploymentMachine>;

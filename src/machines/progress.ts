@@ -1,0 +1,170 @@
+/**
+ * The pure bookkeeping of a deployment run: which action comes next, what happened to each step, when
+ * to roll back and how the run ends. The XState machine (deployment-machine.ts) is the execution shell
+ * around it; keeping the decisions here makes every path testable without timers or actors.
+ *
+ * A run goes forward through its steps. A failing step before the commit point rolls back: the undo
+ * actions of the finished steps run in reverse order. After the commit point a failure does not roll
+ * back (the new version serves); the run ends `failed` and healing finishes the leftovers.
+ */
+import type { Action, PlannedAction } from '../reconciler/model.ts';
+
+export type StepStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'rolled_back';
+export type RunOutcome = 'succeeded' | 'failed' | 'rolled_back' | 'superseded';
+export type RunMode = 'forward' | 'rollback';
+
+export interface StepRecord {
+  id: string;
+  name: string;
+  status: StepStatus;
+  startedAt: number | null;
+  finishedAt: number | null;
+  detail: string | null;
+}
+
+export interface RunError {
+  code: string;
+  message: string;
+  /** The step that failed (its id and name). */
+  step: string | null;
+}
+
+/** Everything about a run that must survive a crash. JSON-serialisable. */
+export interface RunContext {
+  deploymentId: string;
+  steps: PlannedAction[];
+  records: StepRecord[];
+  mode: RunMode;
+  /** Forward: index into steps. Rollback: index into `undoQueue`. */
+  index: number;
+  undoQueue: { stepId: string; action: Action }[];
+  current: Action | null;
+  /** Absolute deadline of the current action (epoch ms), persisted so a resume re-arms it. */
+  currentDeadlineAt: number | null;
+  deploymentDeadlineAt: number;
+  committed: boolean;
+  cancelRequested: boolean;
+  error: RunError | null;
+  outcome: RunOutcome | null;
+  /** Times the current action was re-entered after a restart (bounded, see MAX_RESUMES). */
+  resumes: number;
+}
+
+/** How long each kind of action may take (ms). */
+export type StepDeadlines = Record<Action['type'], number>;
+
+export function initialRun(deploymentId: string, steps: PlannedAction[], now: number, deploymentMs: number): RunContext {
+  return {
+    deploymentId,
+    steps,
+    records: steps.map((s) => ({ id: s.id, name: s.name, status: 'pending', startedAt: null, finishedAt: null, detail: null })),
+    mode: 'forward',
+    index: 0,
+    undoQueue: [],
+    current: null,
+    currentDeadlineAt: null,
+    deploymentDeadlineAt: now + deploymentMs,
+    committed: false,
+    cancelRequested: false,
+    error: null,
+    outcome: null,
+    resumes: 0,
+  };
+}
+
+function withRecord(ctx: RunContext, id: string, patch: Partial<StepRecord>): StepRecord[] {
+  return ctx.records.map((r) => (r.id === id ? { ...r, ...patch } : r));
+}
+
+/**
+ * Choose the next action (or the outcome) from a settled context: called at start and after every
+ * finished action. Step boundaries are the only safe points for supersede.
+ */
+export function advance(ctx: RunContext, now: number, deadlines: StepDeadlines): RunContext {
+  if (ctx.outcome) return ctx;
+  if (ctx.mode === 'forward') {
+    if (ctx.cancelRequested && !ctx.committed) {
+      return { ...ctx, current: null, currentDeadlineAt: null, outcome: 'superseded', records: ctx.records.map((r) => (r.status === 'pending' ? { ...r, status: 'skipped' } : r)) };
+    }
+    if (now > ctx.deploymentDeadlineAt && !ctx.committed) {
+      return startRollback({ ...ctx, error: { code: 'E_DEPLOYMENT_TIMEOUT', message: 'the deployment ran past its deadline', step: null } }, now, deadlines);
+    }
+    const step = ctx.steps[ctx.index];
+    if (!step) return { ...ctx, current: null, currentDeadlineAt: null, outcome: ctx.error ? 'failed' : 'succeeded' };
+    return {
+      ...ctx,
+      current: step.action,
+      currentDeadlineAt: now + deadlines[step.action.type],
+      records: withRecord(ctx, step.id, { status: 'running', startedAt: now }),
+    };
+  }
+  const next = ctx.undoQueue[ctx.index];
+  if (!next) {
+    return {
+      ...ctx,
+      current: null,
+      currentDeadlineAt: null,
+      outcome: 'rolled_back',
+      records: ctx.records.map((r) => (r.status === 'pending' ? { ...r, status: 'skipped' } : r)),
+    };
+  }
+  return { ...ctx, current: next.action, currentDeadlineAt: now + deadlines[next.action.type] };
+}
+
+/** The current action finished. */
+export function actionSucceeded(ctx: RunContext, now: number, detail: string | null, deadlines: StepDeadlines): RunContext {
+  if (ctx.mode === 'forward') {
+    const step = ctx.steps[ctx.index] as PlannedAction;
+    const records = withRecord(ctx, step.id, { status: 'succeeded', finishedAt: now, detail });
+    return advance({ ...ctx, records, index: ctx.index + 1, committed: ctx.committed || step.commit === true, resumes: 0 }, now, deadlines);
+  }
+  const u = ctx.undoQueue[ctx.index] as { stepId: string };
+  const lastOfStep = ctx.undoQueue[ctx.index + 1]?.stepId !== u.stepId;
+  const records = lastOfStep ? withRecord(ctx, u.stepId, { status: 'rolled_back' }) : ctx.records;
+  return advance({ ...ctx, records, index: ctx.index + 1, resumes: 0 }, now, deadlines);
+}
+
+/** The current action failed with `error`. */
+export function actionFailed(ctx: RunContext, now: number, error: { code: string; message: string }, deadlines: StepDeadlines): RunContext {
+  if (ctx.mode === 'forward') {
+    const step = ctx.steps[ctx.index] as PlannedAction;
+    const records = withRecord(ctx, step.id, { status: 'failed', finishedAt: now, detail: `${error.code}: ${error.message}` });
+    const err: RunError = { ...error, step: `${step.id} ${step.name}` };
+    if (ctx.committed) {
+      return {
+        ...ctx,
+        records: records.map((r) => (r.status === 'pending' ? { ...r, status: 'skipped' } : r)),
+        current: null,
+        currentDeadlineAt: null,
+        error: err,
+        outcome: 'failed',
+      };
+    }
+    return startRollback({ ...ctx, records, error: err }, now, deadlines);
+  }
+  // An undo failed: stop undoing (the state is unknown) and leave the rest to healing.
+  const u = ctx.undoQueue[ctx.index] as { stepId: string };
+  return {
+    ...ctx,
+    records: withRecord(ctx, u.stepId, { detail: `rollback failed: ${error.code}: ${error.message}` }).map((r) => (r.status === 'pending' ? { ...r, status: 'skipped' } : r)),
+    current: null,
+    currentDeadlineAt: null,
+    error: ctx.error ?? { ...error, step: null },
+    outcome: 'failed',
+  };
+}
+
+function startRollback(ctx: RunContext, now: number, deadlines: StepDeadlines): RunContext {
+  const done = ctx.steps.slice(0, ctx.index + 1).filter((s) => {
+    const r = ctx.records.find((x) => x.id === s.id);
+    // The failed step may have half-happened (a run created, then its start failed): undo it too.
+    return r?.status === 'succeeded' || r?.status === 'failed';
+  });
+  const undoQueue = done.reverse().flatMap((s) => s.undo.map((action) => ({ stepId: s.id, action })));
+  return advance({ ...ctx, mode: 'rollback', index: 0, undoQueue, current: null, currentDeadlineAt: null }, now, deadlines);
+}
+
+/** Ask the run to stop at its next safe point (a newer deployment superseded it). */
+export function requestCancel(ctx: RunContext): RunContext {
+  return ctx.outcome ? ctx : { ...ctx, cancelRequested: true };
+}

@@ -223,9 +223,10 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
     const idle = [...eligible].sort(bySlot).find((i) => i.id !== live?.id);
     const idleBlocked = idle && active.some((r) => r.port === idle.port && s.routePorts.includes(r.port));
     if (idle && !idleBlocked) {
-      const oldServing = active.filter((r) => s.routePorts.includes(r.port) || r.instance === live?.id);
+      const isTarget = (r: ObservedRun): boolean => r.instance === idle.id && r.spec === desired.spec;
       // The idle slot's port may hold a stray run of an earlier spec: stop it first (it serves nothing).
-      for (const r of active.filter((x) => x.port === idle.port && !oldServing.includes(x))) {
+      const preStop = active.filter((r) => r.port === idle.port && !isTarget(r));
+      for (const r of preStop) {
         s.add(`stop ${runLabel(r.instance, r.version, r.port)}`, { type: 'stopRun', instance: r.instance, spec: r.spec, port: r.port }, [{ type: 'startRun', instance: r.instance, spec: r.spec, port: r.port }]);
       }
       s.add(`start ${runLabel(idle.id, desired.version, idle.port)}`, { type: 'createRun', instance: idle.id, port: idle.port, slot: idle.slot }, [
@@ -233,8 +234,14 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
       ]);
       s.add(`wait until ${idle.id} is healthy`, { type: 'waitHealthy', instance: idle.id, spec: desired.spec, port: idle.port });
       s.route(desired.domain, [idle.port], true);
-      finishOld(s, oldServing, false);
-      cleanupStale(s, observed, desired, new Set([idle.id]), new Set(oldServing.map((r) => r.name)));
+      // Everything else that runs retires: the old live slot (kept, stopped) and unknown instances (removed).
+      const retire = active.filter((r) => !preStop.includes(r) && !isTarget(r));
+      finishOld(s, retire);
+      const listed = new Set(desired.instances.map((i) => i.id));
+      for (const r of [...preStop, ...retire].filter((x) => !listed.has(x.instance) || x.instance === idle.id)) {
+        s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+      }
+      cleanupStale(s, observed, desired, new Set([idle.id]), new Set([...preStop, ...retire].map((r) => r.name)));
       return { ...base, kind: 'deploy', strategy, fallback, dropsTraffic: false, actions: s.list, notes };
     }
     fallback = { from: 'blue_green', to: 'recreate', reason: idle ? `the idle slot's port ${idle.port} is serving traffic` : 'no idle slot is eligible (the other slot is stopped)' };
@@ -243,11 +250,29 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
 
   const serving = [...servingInstances(desired, observed)];
   const targets = desired.instances.filter((i) => serving.includes(i.id));
+  const currentRun = (id: string): ObservedRun | undefined => active.find((r) => r.instance === id && r.spec === desired.spec);
+  const fresh = targets.filter((i) => !currentRun(i.id));
+  const keptPorts = targets.flatMap((i) => currentRun(i.id)?.port ?? []);
+  // Old runs leave for good when their instance now runs the new revision or is no longer listed;
+  // a stopped instance's run is only stopped.
+  const listed = new Set(desired.instances.map((i) => i.id));
+  const leaves = (r: ObservedRun): boolean => !listed.has(r.instance) || serving.includes(r.instance);
 
   if (strategy === 'rolling' || strategy === 'blue_green') {
+    // Current runs that serve no traffic yet are checked before the route includes them.
+    // They are healed on the way: a removed unit file is rendered again, a bumped generation restarts.
+    for (const i of targets) {
+      const r = currentRun(i.id);
+      if (!r) continue;
+      let changed = true;
+      if (r.fileMissing) s.add(`re-create ${runLabel(i.id, desired.version, r.port)}`, { type: 'createRun', instance: i.id, port: r.port, slot: i.slot });
+      else if (r.generation < i.generation) s.add(`restart ${runLabel(i.id, r.version, r.port)}`, { type: 'restartRun', instance: i.id, spec: r.spec, port: r.port, generation: i.generation });
+      else changed = false;
+      if (changed || !s.routePorts.includes(r.port)) s.add(`wait until ${i.id} on :${r.port} is healthy`, { type: 'waitHealthy', instance: i.id, spec: r.spec, port: r.port });
+    }
     // Each successor needs a free port beside its predecessor: its own port if free, else a surge port.
     const plannedPorts = new Map<string, number>();
-    for (const i of targets) {
+    for (const i of fresh) {
       const occupied = active.some((r) => r.port === i.port);
       const port = occupied ? picker.take() : i.port;
       if (port === null) {
@@ -255,40 +280,47 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
         strategy = 'recreate';
         break;
       }
+      picker.claim(port);
       plannedPorts.set(i.id, port);
     }
     if (strategy === 'rolling') {
-      const replaced: ObservedRun[] = [];
-      for (const i of targets) {
+      const retired: ObservedRun[] = [];
+      for (const i of fresh) {
         const port = plannedPorts.get(i.id) as number;
-        const old = active.filter((r) => r.instance === i.id && r.spec !== desired.spec);
+        const old = active.filter((r) => r.instance === i.id);
         s.add(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, port, slot: i.slot }, [{ type: 'removeRun', instance: i.id, spec: desired.spec, port }]);
         s.add(`wait until ${i.id} on :${port} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port });
         const oldPorts = old.map((r) => r.port);
         s.route(desired.domain, [...s.routePorts.filter((p) => !oldPorts.includes(p)), port]);
-        finishOld(s, old, false);
-        replaced.push(...old);
+        finishOld(s, old);
+        retired.push(...old);
       }
+      const newPorts = [...plannedPorts.values()];
+      const rest = active.filter((r) => !retired.includes(r) && !keptPorts.includes(r.port));
+      s.route(desired.domain, [...keptPorts, ...newPorts]);
+      finishOld(s, rest);
+      retired.push(...rest);
       markLastCommit(s);
-      cleanupStale(s, observed, desired, new Set(targets.map((t) => t.id)), new Set());
-      for (const r of replaced) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+      cleanupStale(s, observed, desired, new Set(targets.map((t) => t.id)), new Set(retired.map((r) => r.name)));
+      for (const r of retired.filter(leaves)) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
       return { ...base, kind: 'deploy', strategy, fallback, dropsTraffic: false, actions: s.list, notes };
     }
     if (strategy === 'blue_green') {
       const newPorts: number[] = [];
-      for (const i of targets) {
+      for (const i of fresh) {
         const port = plannedPorts.get(i.id) as number;
         newPorts.push(port);
         s.add(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, port, slot: i.slot }, [{ type: 'removeRun', instance: i.id, spec: desired.spec, port }]);
       }
-      for (const i of targets) {
+      for (const i of fresh) {
         const port = plannedPorts.get(i.id) as number;
         s.add(`wait until ${i.id} on :${port} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port });
       }
-      s.route(desired.domain, newPorts, true);
-      const old = active.filter((r) => r.spec !== desired.spec);
-      finishOld(s, old, true);
+      s.route(desired.domain, [...keptPorts, ...newPorts], true);
+      const old = active.filter((r) => !keptPorts.includes(r.port));
+      finishOld(s, old);
       cleanupStale(s, observed, desired, new Set(targets.map((t) => t.id)), new Set(old.map((r) => r.name)));
+      for (const r of old.filter(leaves)) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
       return { ...base, kind: 'deploy', strategy, fallback, dropsTraffic: false, actions: s.list, notes };
     }
   }
@@ -307,14 +339,18 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
   for (const i of targets) s.add(`wait until ${i.id} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port: i.port });
   s.route(desired.domain, targets.map((t) => t.port), true);
   if (s.list.length > 0 && !s.list.some((x) => x.commit)) markLastCommit(s);
-  cleanupStale(s, observed, desired, new Set(targets.map((t) => t.id)), new Set());
-  for (const r of old) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+  cleanupStale(s, observed, desired, new Set(targets.map((t) => t.id)), new Set(old.map((r) => r.name)));
+  // A run of the new spec that only moved port was re-rendered in place above: it stays.
+  const reRendered = (r: ObservedRun): boolean => r.spec === desired.spec && targets.some((t) => t.id === r.instance);
+  for (const r of old.filter((x) => !reRendered(x) && (!listed.has(x.instance) || targets.some((t) => t.id === x.instance)))) {
+    s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+  }
   notes.push('recreate stops the old version before the new one serves: requests in between fail');
   return { ...base, kind: 'deploy', strategy, fallback, dropsTraffic: old.length > 0, actions: s.list, notes };
 }
 
 /** Drain and stop the runs that served before (after the route left them); undo starts them again. */
-function finishOld(s: Steps, old: ObservedRun[], remove: boolean): void {
+function finishOld(s: Steps, old: ObservedRun[]): void {
   if (old.length === 0) return;
   s.add(`drain ${old.map((r) => `:${r.port}`).join(', ')}`, { type: 'drain', ports: sortedPorts(old.map((r) => r.port)) });
   for (const r of old) {
@@ -323,7 +359,6 @@ function finishOld(s: Steps, old: ObservedRun[], remove: boolean): void {
       { type: 'waitHealthy', instance: r.instance, spec: r.spec, port: r.port },
     ]);
   }
-  if (remove) for (const r of old) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
 }
 
 function markLastCommit(s: Steps): void {
@@ -357,6 +392,8 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
   let needRelease = false;
   const starts: PlannedAction[] = [];
   const waits: Action[] = [];
+  // Ports held by a running process now or by a run this plan starts.
+  const busy = new Set(observed.runs.filter(isActive).map((r) => r.port));
 
   for (const i of desired.instances) {
     if (!serving.has(i.id)) continue;
@@ -368,29 +405,51 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
         for (const r of runs.filter(isActive)) {
           keep.add(r.name);
           servePorts.push(r.port);
+          if (!(observed.route?.ports ?? []).includes(r.port)) waits.push({ type: 'waitHealthy', instance: r.instance, spec: r.spec, port: r.port });
         }
         continue;
       }
-      const occupied = observed.runs.some((r) => isActive(r) && r.port === i.port);
-      const port = occupied ? picker.take() : i.port;
+      const port = busy.has(i.port) ? picker.take() : i.port;
       if (port === null) {
         notes.push(`no free port for ${i.id}`);
         continue;
       }
+      busy.add(port);
       needRelease = true;
       starts.push(mk(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, port, slot: i.slot }));
       waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port });
       servePorts.push(port);
       continue;
     }
+    if (!isActive(cur) && busy.has(cur.port)) {
+      // Its port went to another run meanwhile: render it again on a free port.
+      const port = busy.has(i.port) ? picker.take() : i.port;
+      if (port === null) {
+        notes.push(`no free port for ${i.id}`);
+        continue;
+      }
+      keep.add(cur.name);
+      busy.add(port);
+      servePorts.push(port);
+      needRelease = true;
+      starts.push({ ...mk(`re-create ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, port, slot: i.slot }), undo: [] });
+      waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port });
+      continue;
+    }
     keep.add(cur.name);
     servePorts.push(cur.port);
     if (cur.fileMissing) {
       needRelease = true;
-      starts.push(mk(`re-create ${runLabel(i.id, desired.version, cur.port)}`, { type: 'createRun', instance: i.id, port: cur.port, slot: i.slot }));
+      // Re-rendering a run that exists: there is nothing earlier to restore, so no undo.
+      starts.push({ ...mk(`re-create ${runLabel(i.id, desired.version, cur.port)}`, { type: 'createRun', instance: i.id, port: cur.port, slot: i.slot }), undo: [] });
       waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port: cur.port });
     } else if (!isActive(cur)) {
-      starts.push(mk(`start ${runLabel(i.id, cur.version, cur.port)}`, { type: 'startRun', instance: i.id, spec: cur.spec, port: cur.port }));
+      busy.add(cur.port);
+      const a: Action =
+        cur.generation < i.generation
+          ? { type: 'restartRun', instance: i.id, spec: cur.spec, port: cur.port, generation: i.generation }
+          : { type: 'startRun', instance: i.id, spec: cur.spec, port: cur.port };
+      starts.push(mk(`start ${runLabel(i.id, cur.version, cur.port)}`, a));
       waits.push({ type: 'waitHealthy', instance: i.id, spec: cur.spec, port: cur.port });
     } else if (cur.generation < i.generation) {
       starts.push(mk(`restart ${runLabel(i.id, cur.version, cur.port)}`, { type: 'restartRun', instance: i.id, spec: cur.spec, port: cur.port, generation: i.generation }));

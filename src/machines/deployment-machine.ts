@@ -8,7 +8,7 @@
  * persisted snapshot. On restore XState re-runs the in-flight invoked actor, so every effect must be
  * idempotent; its deadline is the persisted `currentDeadlineAt`, so it is re-armed, not restarted.
  */
-import { assign, fromPromise, setup, type ActorLogicFrom } from 'xstate';
+import { assign, createActor, fromPromise, setup, type Actor, type ActorLogicFrom } from 'xstate';
 import { describeError } from '../core/errors.ts';
 import type { Action, ActionType } from '../reconciler/model.ts';
 import { actionFailed, actionSucceeded, requestCancel, type RunContext, type StepDeadlines } from './progress.ts';
@@ -122,3 +122,9 @@ export function createDeploymentMachine(deps: MachineDeps) {
 
 export type DeploymentMachine = ReturnType<typeof createDeploymentMachine>;
 export type DeploymentLogic = ActorLogicFrom<DeploymentMachine>;
+
+/** Restore a machine from a persisted snapshot (XState re-runs the in-flight invoked actor). */
+export function restoreDeployment(machine: DeploymentMachine, snapshot: unknown): Actor<DeploymentMachine> {
+  // The options type demands `input` for machines that take one; a restored actor has its context already.
+  return createActor(machine, { snapshot } as unknown as Parameters<typeof createActor<DeploymentMachine>>[1]);
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, waitFor, type SnapshotFrom } from 'xstate';
 import { CrateError } from '../../src/core/errors.ts';
-import { ACTION_TYPES, createDeploymentMachine, type EffectInput, type Effects } from '../../src/machines/deployment-machine.ts';
+import { ACTION_TYPES, createDeploymentMachine, restoreDeployment, type EffectInput, type Effects } from '../../src/machines/deployment-machine.ts';
 import { advance, initialRun, type StepDeadlines } from '../../src/machines/progress.ts';
 import type { Action, PlannedAction } from '../../src/reconciler/model.ts';
 
@@ -113,7 +113,7 @@ describe('deployment machine', () => {
     // The step in flight finishes (resolve it by restoring with a non-hanging effect), then it stops.
     const h2 = fakes();
     const m2 = createDeploymentMachine({ effects: h2.effects, now: () => h2.clock.t, deadlines });
-    const restored = createActor(m2, { snapshot: snap }).start();
+    const restored = restoreDeployment(m2, snap).start();
     const done = await waitFor(restored, (s) => s.status === 'done');
     expect(done.value).toBe('superseded');
     expect(h2.calls).toEqual(['waitHealthy:2']);
@@ -129,7 +129,7 @@ describe('deployment machine', () => {
     const m2 = createDeploymentMachine({ effects: h2.effects, now: () => h2.clock.t, deadlines });
     const snap = actor.getPersistedSnapshot();
     actor.stop();
-    const done = await waitFor(createActor(m2, { snapshot: snap }).start(), (s) => s.status === 'done');
+    const done = await waitFor(restoreDeployment(m2, snap).start(), (s) => s.status === 'done');
     expect(done.value).toBe('succeeded');
   });
 
@@ -149,7 +149,7 @@ describe('deployment machine', () => {
     for (const snap of persisted) {
       const h = fakes();
       const m = createDeploymentMachine({ effects: h.effects, now: () => h.clock.t, deadlines });
-      const restored = await waitFor(createActor(m, { snapshot: snap as never }).start(), (s) => s.status === 'done');
+      const restored = await waitFor(restoreDeployment(m, snap).start(), (s) => s.status === 'done');
       expect(restored.value).toBe('succeeded');
       // The resumed run only repeats the tail of the reference run (idempotent effects re-run once at most).
       expect(reference.calls.slice(reference.calls.length - h.calls.length)).toEqual(h.calls);
@@ -164,7 +164,7 @@ describe('deployment machine', () => {
       if (s.status === 'done') continue;
       const h = fakes(s.context.mode === 'forward' ? failing : {});
       const m = createDeploymentMachine({ effects: h.effects, now: () => h.clock.t, deadlines });
-      const restored = await waitFor(createActor(m, { snapshot: snap as never }).start(), (x) => x.status === 'done');
+      const restored = await waitFor(restoreDeployment(m, snap).start(), (x) => x.status === 'done');
       expect(restored.value).toBe('rolled_back');
       expect(h.calls.at(-1)).toBe('removeRun:2');
     }
@@ -183,7 +183,7 @@ describe('deployment machine', () => {
     h2.clock.t = 500_000; // much later
     const capture = { ...h2.effects, waitHealthy: (i: EffectInput<Extract<Action, { type: 'waitHealthy' }>>) => (seen.push(i.deadlineAt), Promise.resolve()) };
     const m2 = createDeploymentMachine({ effects: capture, now: () => h2.clock.t, deadlines });
-    await waitFor(createActor(m2, { snapshot: snap }).start(), (s) => s.status === 'done');
+    await waitFor(restoreDeployment(m2, snap).start(), (s) => s.status === 'done');
     expect(seen).toEqual([deadlineAt]);
   });
 });

@@ -140,9 +140,9 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
-/** The real clock. */
+/** The real clock: monotonic, so a wall-clock jump cannot stretch or cut a deadline. */
 export const realClock: Clock = {
-  now: () => Date.now(),
+  now: () => performance.now(),
   sleep: async (ms, signal) => {
     await sleep(ms, undefined, signal ? { signal } : {});
   },

@@ -111,7 +111,10 @@ describe('waitHealthy (real time)', () => {
   it('a slow attempt never runs past the overall deadline', async () => {
     const t0 = performance.now();
     const r = await waitHealthy({ port, path: '/slow', timeoutMs: 5000, intervalMs: 50, deadlineMs: 300 });
-    expect(r).toMatchObject({ healthy: false, attempts: 1, lastError: { code: 'E_HEALTH_TIMEOUT' } });
+    // The first attempt's timeout is clamped to the 300 ms left; a timer may fire a hair early, leaving
+    // time for a second attempt clamped to what is left.
+    expect(r).toMatchObject({ healthy: false, lastError: { code: 'E_HEALTH_TIMEOUT' } });
+    expect(r.attempts).toBeLessThanOrEqual(2);
     expect(performance.now() - t0).toBeLessThan(1500);
   });
 

@@ -130,7 +130,9 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
   checkTarget(opts);
   if (opts.signal?.aborted) throw aborted(opts.signal);
   const started = performance.now();
-  return opts.path === undefined ? tcpAttempt(opts, started) : httpAttempt(opts, started);
+  // Timers take whole milliseconds.
+  const t = { ...opts, timeoutMs: Math.max(1, Math.ceil(opts.timeoutMs)) };
+  return t.path === undefined ? tcpAttempt(t, started) : httpAttempt(t, started);
 }
 
 /** Time source and sleeper, injectable for simulated-time tests. */
@@ -194,7 +196,7 @@ export async function waitHealthy(opts: WaitHealthyOptions): Promise<WaitHealthy
       path: opts.path,
       host: opts.host,
       address: opts.address,
-      timeoutMs: Math.max(1, Math.min(opts.timeoutMs, remaining)),
+      timeoutMs: Math.max(1, Math.ceil(Math.min(opts.timeoutMs, remaining))),
       signal: opts.signal,
     });
     if (r.ok) return { healthy: true, attempts, lastError: undefined, elapsedMs: clock.now() - start };
@@ -202,7 +204,7 @@ export async function waitHealthy(opts: WaitHealthyOptions): Promise<WaitHealthy
     const left = until - clock.now();
     if (left <= 0) return { healthy: false, attempts, lastError, elapsedMs: clock.now() - start };
     try {
-      await clock.sleep(Math.min(opts.intervalMs, left), opts.signal);
+      await clock.sleep(Math.ceil(Math.min(opts.intervalMs, left)), opts.signal);
     } catch (err) {
       if (opts.signal?.aborted) throw aborted(opts.signal);
       throw err;

@@ -1,9 +1,31 @@
 /**
  * The HTTP API as a fastify instance built from its dependencies (fastify's demo-app style):
  * the server file only listens and shuts down; tests use `app.inject()`.
+ *
+ * Handlers never touch systemd, Docker or Caddy: a mutating request becomes a desired-state document
+ * change plus a `pending` deployment record, and `deps.onDesiredChange(key)` tells the reconciler.
+ * The one synchronous exception, the domain update, goes through `deps.moveDomain`.
+ *
+ * Validation: fastify's ajv with `coerceTypes: false` (a "1" is not 1), `removeAdditional: false`
+ * (unknown fields are refused, not dropped) and `allErrors: true` (a 400 names every offending field).
+ * Query and path parameters are converted explicitly (`dry_run`, the int32 status id) before it.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import { randomUUID } from 'node:crypto';
 import type { OperatorConfig } from '../config.ts';
+import { CrateError } from '../core/errors.ts';
+import type { AppKey } from '../core/identity.ts';
+import type { DesiredApp } from '../desired/document.ts';
+import { KeyedMutex } from '../desired/lock.ts';
+import type { DesiredStore } from '../desired/store.ts';
+import type { Records } from '../records/records.ts';
+import { bearerChecker, unauthorized } from './auth.ts';
+import { errorBody, handleError, validationError } from './errors.ts';
+import { registerMutations } from './mutations.ts';
+import { registerQueries } from './queries.ts';
 
 /** Reachability of the three components the operator drives. */
 export interface BackendStatus {
@@ -18,15 +40,143 @@ export interface AppDeps {
   checkBackends: () => Promise<BackendStatus>;
   /** Logger settings or `false` (tests). */
   logger?: boolean | object;
+  /** The desired-state documents (opened by the caller). */
+  store: DesiredStore;
+  /** The deployment records (opened by the caller). */
+  records: Records;
+  /**
+   * Called after a change to an app's desired document has been written and its deployment
+   * recorded: enqueue the app for reconciliation. Must not throw or block (errors are logged).
+   */
+  onDesiredChange: (key: AppKey) => void;
+  /**
+   * Move the app's Caddy route from `oldDomain` to `newDomain` now (the domain update is synchronous).
+   * Throws CrateError E_ROUTE_NOT_FOUND (→ 404), E_DOMAIN_EXISTS (→ 409) or E_CADDY_UNAVAILABLE
+   * (→ 503). The API updates the document only after it resolved.
+   */
+  moveDomain: (key: AppKey, oldDomain: string, newDomain: string) => Promise<void>;
+  /** The last observed state of an app (JSON, no secrets) for `GET /v1/apps`; undefined if unknown. */
+  observed?: (key: AppKey) => unknown;
+  /**
+   * The reconciler's plan for a document a dry run would write (undefined: the app would be deleted).
+   * The result is returned to the client as is, so it must hold no secret.
+   */
+  planFor?: (key: AppKey, doc: DesiredApp | undefined) => unknown;
+  /** Clock (tests pin it). */
+  now?: () => Date;
+  /** Ids of operations the platform sends without one (start/stop/restart, delete without id). */
+  newDeploymentId?: () => string;
+  /** Server-sent events: keep-alive comment interval and the longest a stream stays open (ms). */
+  sse?: { heartbeatMs?: number; maxStreamMs?: number };
+  /** Deadline of `moveDomain` (ms); past it the answer is 503. Default 20 s. */
+  moveDomainTimeoutMs?: number;
 }
 
-export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: 1024 * 1024 });
+/** The fastify instance type with the TypeBox type provider. */
+export type ApiInstance = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
 
-  app.get('/healthz', async () => {
-    const backends = await deps.checkBackends();
-    return { status: 'ok', server_id: deps.config.serverId, backends };
+/** What route modules share. */
+export interface ApiContext {
+  deps: AppDeps;
+  now: () => Date;
+  newId: () => string;
+  /** Serialises mutations per deployment id and per app. */
+  lock: KeyedMutex;
+}
+
+const API_DESCRIPTION = `The Crate Operator host API: deploy web apps onto this host as systemd units or Docker
+containers behind Caddy. Every /v1 route requires \`Authorization: Bearer <token>\` (401 otherwise).
+Bodies are JSON (\`application/json\`, else 415) of at most 1 MiB (else 413). Every error body is
+\`{"error": {"code", "message", "details"?}}\`; a 400 lists each offending field in
+\`details.fields\`. Extensions: \`?dry_run=true\` on every mutating endpoint answers 200 with the document
+that would be written and its diff, changing nothing; a re-sent \`deployment_id\` with the same body
+answers the same 202 again, with a different body 409.`;
+
+export async function buildApp(deps: AppDeps): Promise<ApiInstance> {
+  const app = Fastify({
+    logger: deps.logger ?? false,
+    bodyLimit: 1024 * 1024,
+    genReqId: () => randomUUID(),
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, useDefaults: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  const ctx: ApiContext = {
+    deps,
+    now: deps.now ?? (() => new Date()),
+    newId: deps.newDeploymentId ?? (() => `op-${randomUUID()}`),
+    lock: new KeyedMutex(),
+  };
+
+  // JSON only (text/plain and others answer 415). JSON.parse keeps a `__proto__` key as an own
+  // property, so schema validation sees it and names it instead of a generic parse error.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    if (body === '') {
+      done(validationError([{ field: '(body)', reason: 'must not be empty' }]), undefined);
+      return;
+    }
+    try {
+      done(null, JSON.parse(body as string) as unknown);
+    } catch {
+      done(validationError([{ field: '(body)', reason: 'is not valid JSON' }]), undefined);
+    }
   });
+
+  app.setErrorHandler((err: Error, req, reply) => {
+    if (err instanceof CrateError && err.code === 'E_UNAUTHORIZED') void reply.header('www-authenticate', 'Bearer');
+    handleError(err, req, reply);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send(errorBody('E_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`));
+  });
+
+  const authorized = bearerChecker(deps.config.tokens);
+  app.addHook('onRequest', (req, _reply, done) => {
+    // Decide on both the matched route and the raw URL, so no encoding of the path skips the check.
+    const route = req.routeOptions.url ?? '';
+    const isApi = (u: string): boolean => u === '/v1' || u.startsWith('/v1/') || u.startsWith('/v1?');
+    done((isApi(route) || isApi(req.url)) && !authorized(req.headers.authorization) ? unauthorized() : undefined);
+  });
+
+  // Query flags arrive as strings and ajv does not coerce: convert the one flag explicitly.
+  app.addHook('preValidation', (req, _reply, done) => {
+    const q = req.query as Record<string, unknown> | undefined;
+    if (q && typeof q === 'object' && Object.hasOwn(q, 'dry_run')) {
+      if (q.dry_run === 'true' || q.dry_run === '1') q.dry_run = true;
+      else if (q.dry_run === 'false' || q.dry_run === '0') q.dry_run = false;
+    }
+    done();
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Crate Operator host API', version: '1.0.0', description: API_DESCRIPTION },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+      tags: [
+        { name: 'deploy', description: 'Deployments (asynchronous: 202, then status/callbacks)' },
+        { name: 'lifecycle', description: 'Start, stop, restart, delete, domain' },
+        { name: 'status', description: 'Deployment status and app listing' },
+        { name: 'operator', description: 'Health and documentation' },
+      ],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
+
+  app.get(
+    '/healthz',
+    { schema: { tags: ['operator'], summary: 'Liveness and reachability of systemd, Docker and Caddy', security: [] } },
+    async () => {
+      const backends = await deps.checkBackends();
+      return { status: 'ok', server_id: deps.config.serverId, backends };
+    },
+  );
+
+  registerMutations(app, ctx);
+  registerQueries(app, ctx);
 
   await app.ready();
   return app;

@@ -13,6 +13,13 @@ export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export const VERSION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
 /** Environment variable names. */
 export const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/**
+ * App domains: a lower-case DNS host name (RFC 1123 labels of 1..63 characters, no leading or trailing
+ * `-`), optionally with one leading `*.` wildcard label. The 253-character total limit is checked
+ * separately (DOMAIN_MAX_LENGTH). Domains reach Caddy host matchers, so nothing else may pass.
+ */
+export const DOMAIN_PATTERN = /^(?:\*\.)?[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+export const DOMAIN_MAX_LENGTH = 253;
 
 /** The identity of one app in one environment of one team. */
 export interface AppKey {

@@ -13,10 +13,14 @@ import { constants } from 'node:fs';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, Option } from 'commander';
+import { pino } from 'pino';
 import { buildApp } from './api/app.ts';
 import { loadConfig, type OperatorConfig } from './config.ts';
 import { CrateError, describeError } from './core/errors.ts';
+import { appKeyString } from './core/identity.ts';
+import { DesiredStore } from './desired/store.ts';
 import { checkBackends } from './host/reachability.ts';
+import { Records } from './records/records.ts';
 import { startServer, type RunningServer } from './server.ts';
 
 /** Flags shared by `serve` and `start`, named as in API.md "Running it". */
@@ -69,14 +73,38 @@ export async function ensureTokenFile(stateDir: string): Promise<{ token: string
   return { token, file, created: true };
 }
 
-/** Build the app from the configuration and listen; the server shuts down on SIGINT/SIGTERM. */
+/**
+ * The composition root: open the desired-state store and the records under the state dir, build the
+ * app, listen. The server shuts down on SIGINT/SIGTERM and then closes the records.
+ *
+ * Not wired yet (later issues): the reconcile loop (`onDesiredChange` only logs that a document
+ * changed, so accepted deployments stay `pending`) and the Caddy driver (`moveDomain` answers 503).
+ */
 export async function runOperator(config: OperatorConfig, log: (line: string) => void): Promise<RunningServer> {
-  const app = await buildApp({
-    config,
-    checkBackends: () => checkBackends(config),
-    logger: { level: process.env.CRATE_LOG_LEVEL ?? 'info' },
-  });
-  const server = await startServer(app, config);
+  const logger = pino({ level: process.env.CRATE_LOG_LEVEL ?? 'info' });
+  const store = await DesiredStore.open(config.stateDir, { logger });
+  const records = Records.open(config.stateDir);
+  let server: RunningServer;
+  try {
+    const app = await buildApp({
+      config,
+      checkBackends: () => checkBackends(config),
+      logger: { level: process.env.CRATE_LOG_LEVEL ?? 'info' },
+      store,
+      records,
+      onDesiredChange: (key) => logger.info({ app: appKeyString(key) }, 'desired state changed (reconcile loop not wired yet)'),
+      moveDomain: () => Promise.reject(new CrateError('E_CADDY_UNAVAILABLE', 'domain updates need the Caddy driver, which is not wired into this build yet')),
+    });
+    server = await startServer(app, config, {
+      onClose: () => {
+        records.close();
+        return Promise.resolve();
+      },
+    });
+  } catch (err) {
+    records.close();
+    throw err;
+  }
   log(`crate-operator listening on ${server.url} (server id ${config.serverId}, state ${config.stateDir})`);
   return server;
 }

@@ -4,12 +4,14 @@
  */
 import { stat, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { ensureTokenFile, main } from '../../src/cli.ts';
 import { loadConfig } from '../../src/config.ts';
 import { startServer } from '../../src/server.ts';
-import { cleanupAfter, freePort, httpGet, tempDir } from '../harness/index.ts';
+import { cleanupAfter, freePort, getTestHost, httpGet, tempDir, waitFor } from '../harness/index.ts';
 
 describe('crate-operator CLI', () => {
   it('serve refuses to start without a token', async () => {
@@ -66,5 +68,37 @@ describe('crate-operator CLI', () => {
     await closing;
     await server.closed;
     await expect(httpGet(`${server.url}/slow`, { timeoutMs: 1000 })).rejects.toThrow();
+  });
+});
+
+describe('bin/crate-operator.js start (real process)', () => {
+  it('answers /healthz with every backend reachable, and exits 0 on SIGTERM', { timeout: 60_000 }, async () => {
+    const host = getTestHost();
+    const dir = await tempDir('start');
+    const port = await freePort();
+    const bin = fileURLToPath(new URL('../../bin/crate-operator.js', import.meta.url));
+    const sub = execa(
+      process.execPath,
+      [bin, 'start', '--listen', `127.0.0.1:${port}`, '--state-dir', dir, '--systemd-scope', 'user', '--docker-socket', host.docker.socket, '--caddy-admin', host.caddy.adminUrl],
+      { env: { ...host.systemd.env, CRATE_LOG_LEVEL: 'warn' }, reject: false, timeout: 60_000, all: true },
+    );
+    cleanupAfter(async () => {
+      sub.kill('SIGKILL');
+      await sub;
+    });
+    const res = await waitFor('the operator to answer', async () => {
+      if (sub.exitCode !== null) throw new Error(`operator exited: ${String((await sub).all)}`);
+      const r = await httpGet(`http://127.0.0.1:${port}/healthz`);
+      return r.status === 200 ? r : undefined;
+    }, 30_000, 200);
+    expect(res.body).toMatchObject({
+      status: 'ok',
+      backends: { systemd: { reachable: true }, docker: { reachable: true }, caddy: { reachable: true } },
+    });
+    expect((await stat(path.join(dir, 'token'))).mode & 0o777).toBe(0o600);
+    sub.kill('SIGTERM');
+    const done = await sub;
+    expect(done.exitCode, String(done.all)).toBe(0);
+    expect(String(done.all)).toMatch(/generated API token/);
   });
 });

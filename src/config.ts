@@ -105,6 +105,11 @@ function readFile(file: string): Record<string, unknown> {
   return doc as Record<string, unknown>;
 }
 
+/** A string, number or boolean as a string; undefined for anything else (objects, functions...). */
+function scalar(x: unknown): string | undefined {
+  return typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean' ? String(x) : undefined;
+}
+
 function parsePort(field: string, s: string): number {
   if (!/^[0-9]{1,5}$/.test(s)) fail(field, `not a port: ${s}`);
   const n = Number(s);
@@ -148,14 +153,13 @@ export function loadConfig(sources: ConfigSources = {}): OperatorConfig {
   const raw = (name: SettingName): string | undefined => {
     const s = SETTINGS[name];
     const f = flags[s.flag];
-    if (f !== undefined && f !== null && f !== '') return String(f);
+    if (f !== undefined && f !== null && f !== '') return scalar(f) ?? fail(s.flag, 'must be a scalar');
     const e = env[s.env];
     if (e !== undefined && e !== '') return e;
     const v = file[s.file];
     if (v === undefined || v === null) return undefined;
     if (Array.isArray(v)) return v.map(String).join(',');
-    if (typeof v === 'object') fail(s.file, 'must be a scalar');
-    return String(v as string | number | boolean);
+    return scalar(v) ?? fail(s.file, 'must be a scalar');
   };
   const d = sources.defaults ?? {};
 

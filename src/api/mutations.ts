@@ -145,11 +145,11 @@ async function mutate(ctx: ApiContext, m: Mutation, dryRun: boolean, log: { warn
 }
 
 const mutationResponses = (withConflict: boolean) => ({
-  202: Accepted,
-  200: DryRunResult,
-  400: ErrorBody,
-  ...(withConflict ? { 409: ErrorBody } : {}),
-  500: ErrorBody,
+  202: { ...Accepted, description: 'Accepted' },
+  200: { ...DryRunResult, description: 'Dry run (`?dry_run=true`): what would change; nothing changed' },
+  400: { ...ErrorBody, description: 'Bad Request: details.fields names each offending field' },
+  ...(withConflict ? { 409: { ...ErrorBody, description: 'deployment_id already accepted with a different request' } } : {}),
+  500: { ...ErrorBody, description: 'Server Error' },
 });
 
 /** Registers the 4 deploy endpoints, start/stop/restart, delete and the domain update. */
@@ -378,8 +378,8 @@ export function registerMutations(app: ApiInstance, ctx: ApiContext): void {
         body: DomainUpdateBody,
         querystring: DryRunQuery,
         response: {
-          200: Type.Union([DomainUpdated, DryRunResult], { description: 'The route serves new_domain (with dry_run: what would change).' }),
-          400: ErrorBody,
+          200: Type.Union([DomainUpdated, DryRunResult], { description: 'OK: the route serves new_domain (with dry_run: what would change)' }),
+          400: { ...ErrorBody, description: 'Bad Request (also: server_id is not this host)' },
           404: { ...ErrorBody, description: 'Route not found' },
           409: { ...ErrorBody, description: 'Target domain already exists' },
           503: { ...ErrorBody, description: 'Caddy unavailable' },

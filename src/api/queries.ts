@@ -31,7 +31,7 @@ export function registerQueries(app: ApiInstance, ctx: ApiContext): void {
         summary: 'Get operator update status',
         description: 'The status document of any deployment or operation (slots and traffic: see the instance status endpoint).',
         params: StringIdParams,
-        response: { 200: AppDeploymentStatus, 404: { ...ErrorBody, description: 'Not Found' } },
+        response: { 200: { ...AppDeploymentStatus, description: 'App Binary Deployment Status' }, 404: { ...ErrorBody, description: 'Not Found' } },
       },
     },
     (req) => {
@@ -49,7 +49,7 @@ export function registerQueries(app: ApiInstance, ctx: ApiContext): void {
         summary: 'Get instance deployment status',
         description: 'The status document with slots and traffic allocations.',
         params: Int32IdParams,
-        response: { 200: InstanceDeploymentStatus, 404: { ...ErrorBody, description: 'Not Found' } },
+        response: { 200: { ...InstanceDeploymentStatus, description: 'Instance Deployment Status' }, 404: { ...ErrorBody, description: 'Not Found' } },
       },
       // A path segment is a string and ajv does not coerce: anything but a positive decimal int32
       // cannot name a deployment, so it is a 404 like any unknown id.
@@ -142,7 +142,7 @@ export function registerQueries(app: ApiInstance, ctx: ApiContext): void {
       schema: {
         tags: ['status'],
         summary: 'Every app on this host: desired document (secrets redacted), document errors, last observed state, last deployment',
-        response: { 200: AppsList },
+        response: { 200: { ...AppsList, description: 'The apps of this host' } },
       },
     },
     async (req) => {

@@ -26,7 +26,7 @@ describe('dockerd (real)', () => {
     const host = getTestHost();
     const ping = await dockerApi('GET', '/_ping');
     expect(ping.text).toBe('OK');
-    const { name, port } = await runApp(host.docker.image, ['INSTANCE_ID=smoke-1']);
+    const { name, port } = await runApp(host.docker.image, ['INSTANCE_ID=smoke-1', 'GREETING=a "quoted" $value']);
 
     const res = await waitFor('the container to answer', async () => {
       const r = await httpGet(`http://127.0.0.1:${port}/`);
@@ -34,6 +34,7 @@ describe('dockerd (real)', () => {
     });
     expect(res.body).toMatchObject({ version: 'v1', instance: 'smoke-1' });
     expect((await httpGet(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect((await httpGet(`http://127.0.0.1:${port}/env/?name=GREETING`)).text).toBe('a "quoted" $value');
 
     const inspect = await dockerApi('GET', `/images/${encodeURIComponent(host.docker.image)}/json`);
     expect(inspect.body).toMatchObject({ Config: { ExposedPorts: { '8080/tcp': {} } } });

@@ -21,6 +21,7 @@ import path from 'node:path';
 import type { SystemdScope } from '../config.ts';
 import { CrateError } from '../core/errors.ts';
 import { ENV_KEY_PATTERN, ID_PATTERN, VERSION_PATTERN, unitName, type AppKey } from '../core/identity.ts';
+import { envFilePath } from './layout.ts';
 
 /** Deployment ids as they appear in units: the platform's integers or the operator's own string ids. */
 export const DEPLOYMENT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$/;
@@ -298,4 +299,43 @@ export function renderUnit(spec: UnitSpec): string {
     `WantedBy=${spec.scope === 'user' ? 'default.target' : 'multi-user.target'}`,
     '',
   ].join('\n');
+}
+
+/** The operator settings every unit spec needs (from OperatorConfig). */
+export interface UnitDefaults {
+  appsDir: string;
+  scope: SystemdScope;
+  stopTimeoutSec: number;
+}
+
+/** One instance to run: identity, port, env_vars and the release (assets.ts fetchRelease's result). */
+export interface InstanceInput {
+  key: AppKey;
+  instance: string;
+  slot?: string | undefined;
+  version: string;
+  generation: number;
+  deployment?: string | undefined;
+  port: number;
+  env: Readonly<Record<string, string>>;
+  release: { readonly dir: string; readonly command: { readonly argv: readonly ExecArg[] } };
+}
+
+/** Build the UnitSpec of one instance: WorkingDirectory is the release folder, env file per layout.ts. */
+export function instanceUnitSpec(defaults: UnitDefaults, i: InstanceInput): UnitSpec {
+  return {
+    key: i.key,
+    instance: i.instance,
+    slot: i.slot,
+    version: i.version,
+    generation: i.generation,
+    deployment: i.deployment,
+    port: i.port,
+    workingDirectory: i.release.dir,
+    argv: [...i.release.command.argv],
+    envFile: envFilePath(defaults.appsDir, i.key, i.instance),
+    env: i.env,
+    stopTimeoutSec: defaults.stopTimeoutSec,
+    scope: defaults.scope,
+  };
 }

@@ -10,9 +10,11 @@ import { describe, expect, it } from 'vitest';
 import { hasCode } from '../../src/core/errors.ts';
 import { hostCallCounts } from '../../src/core/hostcalls.ts';
 import { unitName, type AppKey } from '../../src/core/identity.ts';
-import { envFilePath, releaseDir } from '../../src/drivers/layout.ts';
+import { fetchRelease } from '../../src/drivers/assets.ts';
+import { waitHealthy } from '../../src/drivers/health.ts';
+import { appDir, envFilePath, releaseDir } from '../../src/drivers/layout.ts';
 import { createSystemdDriver, type SystemdDriver } from '../../src/drivers/systemd.ts';
-import { renderUnit, type ExecArg, type UnitSpec } from '../../src/drivers/unit.ts';
+import { instanceUnitSpec, renderUnit, type ExecArg, type UnitSpec } from '../../src/drivers/unit.ts';
 import { createSystemdObserver, type ObservedUnit, type SystemdSnapshot } from '../../src/observers/systemd.ts';
 import { cleanupAfter, freePort, getTestHost, httpGet, systemdEnv, tempDir, uniqueName, waitFor } from '../harness/index.ts';
 
@@ -140,6 +142,26 @@ describe('systemd driver + observer on a real user manager', () => {
     expect(await observed(r)).toEqual([]);
     await expect(stat(path.join(r.driver.unitDir, unit))).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(stat(v1.envFile)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('a release from the asset server runs as a unit and turns healthy (assets → unit → health → observe)', async () => {
+    const r = await rig();
+    const port = await freePort();
+    const rel = await fetchRelease({ assetUrl: `${getTestHost().assets.baseUrl}/app-3.1.4.tar.gz`, appDir: appDir(r.appsDir, r.key), version: '3.1.4' });
+    const spec = instanceUnitSpec(
+      { appsDir: r.appsDir, scope: 'user', stopTimeoutSec: 5 },
+      { key: r.key, instance: 'green-1', slot: 'green', version: rel.version, generation: 0, port, env: { INSTANCE_ID: 'green-1' }, release: rel },
+    );
+    r.spec('green-1'); // registers cleanup
+    const unit = unitName(r.key, 'green-1');
+    await r.driver.writeUnits([spec]);
+    await r.driver.daemonReload();
+    await r.driver.start([unit]);
+    const health = await waitHealthy({ port, path: '/healthz', timeoutMs: 1000, intervalMs: 50, deadlineMs: 10_000 });
+    expect(health).toMatchObject({ healthy: true });
+    expect((await httpGet(`http://127.0.0.1:${port}/`)).body).toMatchObject({ version: '3.1.4', instance: 'green-1' });
+    const [o] = await observed(r);
+    expect(o).toMatchObject({ unit, active: 'active', identity: { slot: 'green', version: '3.1.4', port } });
   });
 
   it('sees drift: a killed process is restarted (NRestarts), a deleted file, a file systemd never loaded', async () => {

@@ -17,6 +17,8 @@ export interface HttpTarget {
   readonly dispatcher: Dispatcher;
   /** For messages: the address as configured (`unix:/run/x.sock`, `http://127.0.0.1:2019`). */
   readonly label: string;
+  /** Headers sent with every request to this target (a call's own headers win). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -35,8 +37,9 @@ export function parseHttpTarget(address: string): HttpTarget {
   if (address.startsWith('unix:')) {
     const socketPath = address.slice('unix:'.length);
     if (!socketPath.startsWith('/')) throw new CrateError('E_CONFIG', `unix socket address must be absolute: ${address}`);
-    // Caddy checks the Host header of admin requests; over a unix socket it expects an empty or local one.
-    return { origin: 'http://localhost', dispatcher: unixSocketAgent(socketPath), label: address };
+    // Caddy checks the Host header of admin requests; for a unix-socket listener the only allowed
+    // origin is the empty host, so send an empty Host header.
+    return { origin: 'http://localhost', dispatcher: unixSocketAgent(socketPath), label: address, headers: { host: '' } };
   }
   let url: URL;
   try {
@@ -122,7 +125,7 @@ export function classifyTransportError(err: unknown, deadline: AbortSignal, oute
 export async function httpCall(target: HttpTarget, call: HttpCall): Promise<HttpReply> {
   const deadline = AbortSignal.timeout(call.timeoutMs);
   const signal = call.signal ? AbortSignal.any([deadline, call.signal]) : deadline;
-  const headers: Record<string, string> = { ...(call.headers ?? {}) };
+  const headers: Record<string, string> = { ...(target.headers ?? {}), ...(call.headers ?? {}) };
   if (call.noReuse) headers.connection = 'close';
   const max = call.maxBodyBytes ?? 64 * 1024 * 1024;
   try {

@@ -56,7 +56,7 @@ export interface SystemdDriver {
   start(units: readonly string[], call?: CallOptions): Promise<void>;
   /** Disable and stop (SIGTERM, then SIGKILL after TimeoutStopSec); a no-op for stopped or unknown units. */
   stop(units: readonly string[], call?: CallOptions): Promise<void>;
-  /** `systemctl restart` (starts stopped units too). */
+  /** Enable, then `systemctl restart` (starts stopped units too), keeping "running ⇔ enabled". */
   restart(units: readonly string[], call?: CallOptions): Promise<void>;
   /** Clear the failed state and start-rate counter, so a crash-looped unit can be started again. */
   resetFailed(units: readonly string[], call?: CallOptions): Promise<void>;
@@ -192,6 +192,7 @@ export function createSystemdDriver(opts: SystemdDriverOptions): SystemdDriver {
     async restart(units, call) {
       checkOwnedUnits(units);
       if (units.length === 0) return;
+      await ctl.run(['enable', '--no-reload', ...units], call);
       await ctl.run(['restart', ...units], slow(call));
     },
 

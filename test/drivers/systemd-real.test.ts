@@ -1,7 +1,7 @@
 // The systemd driver and observer against the harness's real user manager (systemd 252):
 // lifecycle create → observe → change → observe → stop → remove → gone, env and argv byte-exact
 // round trips via /proc, systemd-analyze verify, typed failures, and constant observer cost.
-import { copyFile, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -130,15 +130,24 @@ describe('systemd driver + observer on a real user manager', () => {
     // Only the env changes.
     expect((await r.driver.writeUnits([{ ...v2, env: { GREETING: 'bye' } }]))[0]).toMatchObject({ changed: true, unitChanged: false, envChanged: true });
 
+    const wants = path.join(r.driver.unitDir, 'default.target.wants', unit);
+    expect((await lstat(wants)).isSymbolicLink()).toBe(true);
     await r.driver.stop([unit]);
     await r.driver.stop([unit]); // idempotent
+    await expect(lstat(wants)).rejects.toMatchObject({ code: 'ENOENT' });
     [o] = await observed(r);
     expect(o).toMatchObject({ unit, active: 'inactive', fileExists: true });
     expect(o?.identity?.version).toBe('v2');
     await expect(httpGet(`http://127.0.0.1:${port}/`, { timeoutMs: 1000 })).rejects.toThrow();
 
+    // restart starts a stopped unit and enables it again
+    await r.driver.restart([unit]);
+    expect((await lstat(wants)).isSymbolicLink()).toBe(true);
+    await waitFor('v2 answers again', async () => ((await httpGet(`http://127.0.0.1:${port}/`)).body as { version: string }).version === 'v2');
+
     await r.driver.remove([unit]);
     await r.driver.remove([unit]); // idempotent
+    await expect(lstat(wants)).rejects.toMatchObject({ code: 'ENOENT' });
     expect(await observed(r)).toEqual([]);
     await expect(stat(path.join(r.driver.unitDir, unit))).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(stat(v1.envFile)).rejects.toMatchObject({ code: 'ENOENT' });

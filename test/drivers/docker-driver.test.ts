@@ -6,7 +6,6 @@
 import { readFile, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { hostCallCounts } from '../../src/core/hostcalls.ts';
 import { containerName } from '../../src/core/identity.ts';
 import type { AppKey } from '../../src/core/identity.ts';
 import { createDockerDriver } from '../../src/drivers/docker.ts';
@@ -188,29 +187,5 @@ describe('docker driver (real dockerd)', () => {
     await expect(gone.inspect('x1')).rejects.toMatchObject({ code: 'E_DOCKER_UNAVAILABLE' });
     await expect(gone.pull('busybox', '1')).rejects.toMatchObject({ code: 'E_DOCKER_UNAVAILABLE' });
     expect(await goneObs.observe()).toMatchObject({ unavailable: true, code: 'E_DOCKER_UNAVAILABLE' });
-  });
-});
-
-describe('docker observer cost', () => {
-  it('one host call per observation, for 1 app and for 50 apps', async () => {
-    const team = uniqueName('ob');
-    const { image, tag } = splitRef(host.docker.busyboxImage);
-    const make = async (app: number): Promise<void> => {
-      const key = { team, env: 1, app };
-      cleanupContainer(containerName(key, 'i'));
-      await docker.create(specFor(key, 'i', 30000 + app, { image, tag }));
-    };
-    await make(1);
-    let before = hostCallCounts().docker;
-    let seen = await mine(team);
-    expect(hostCallCounts().docker - before).toBe(1);
-    expect(seen).toHaveLength(1);
-
-    for (let app = 2; app <= 50; app += 10) await Promise.all(Array.from({ length: Math.min(10, 51 - app) }, (_, i) => make(app + i)));
-    before = hostCallCounts().docker;
-    seen = await mine(team);
-    expect(hostCallCounts().docker - before).toBe(1);
-    expect(seen).toHaveLength(50);
-    expect(new Set(seen.map((c) => c.identity?.key.app)).size).toBe(50);
   });
 });

@@ -49,23 +49,28 @@ export function sameApp(a: AppKey, b: AppKey): boolean {
 /** Prefix shared by every unit the operator owns. */
 export const UNIT_PREFIX = 'crate-';
 
+/** Spec ids (the reconciler's hash of a revision) as they appear in names. */
+export const SPEC_PATTERN = /^[a-f0-9]{6,16}$/;
+
 /**
- * systemd unit name of one instance: `crate-<team>:<env>:<app>:<instance>.service`.
- * `:` cannot occur in any id, so the name is injective and parseable.
+ * systemd unit name of one run of an instance: `crate-<team>:<env>:<app>:<instance>[:<spec>].service`.
+ * `:` cannot occur in any id, so the name is injective and parseable. The spec part lets two
+ * revisions of one instance run side by side during a rollout.
  */
-export function unitName(k: AppKey, instance: string): string {
-  return `${UNIT_PREFIX}${k.team}:${k.env}:${k.app}:${instance}.service`;
+export function unitName(k: AppKey, instance: string, spec?: string): string {
+  return `${UNIT_PREFIX}${k.team}:${k.env}:${k.app}:${instance}${spec === undefined ? '' : `:${spec}`}.service`;
 }
 
 /** Inverse of unitName; undefined for units the operator does not own. */
-export function parseUnitName(name: string): { key: AppKey; instance: string } | undefined {
+export function parseUnitName(name: string): { key: AppKey; instance: string; spec: string | undefined } | undefined {
   if (!name.startsWith(UNIT_PREFIX) || !name.endsWith('.service')) return undefined;
   const parts = name.slice(UNIT_PREFIX.length, -'.service'.length).split(':');
-  if (parts.length !== 4) return undefined;
-  const [team, env, app, instance] = parts as [string, string, string, string];
+  if (parts.length !== 4 && parts.length !== 5) return undefined;
+  const [team, env, app, instance, spec] = parts as [string, string, string, string, string | undefined];
   const key = parseAppKey(`${team}/${env}/${app}`);
   if (!key || !ID_PATTERN.test(instance)) return undefined;
-  return { key, instance };
+  if (spec !== undefined && !SPEC_PATTERN.test(spec)) return undefined;
+  return { key, instance, spec };
 }
 
 /** Docker labels the operator sets on every container it creates. */
@@ -84,9 +89,9 @@ export const LABELS = {
  * Docker container name of one instance. Docker names allow no `:`, so the name is readable
  * (`crate-<app>-<env>-<instance>`) plus a short hash of the full identity to stay unique.
  */
-export function containerName(k: AppKey, instance: string): string {
+export function containerName(k: AppKey, instance: string, spec?: string): string {
   const h = createHash('sha256').update(`${appKeyString(k)}/${instance}`).digest('hex').slice(0, 8);
-  return `crate-${k.app}-${k.env}-${instance}-${h}`;
+  return `crate-${k.app}-${k.env}-${instance}-${h}${spec === undefined ? '' : `-${spec}`}`;
 }
 
 /** Caddy `@id` of the app's route. */

@@ -10,7 +10,7 @@
  */
 import path from 'node:path';
 import { CrateError } from '../core/errors.ts';
-import { ID_PATTERN, VERSION_PATTERN, type AppKey } from '../core/identity.ts';
+import { ID_PATTERN, SPEC_PATTERN, VERSION_PATTERN, type AppKey } from '../core/identity.ts';
 
 function check(field: string, v: string, re: RegExp): string {
   if (!re.test(v)) throw new CrateError('E_INVALID_UNIT_FIELD', `${field}: ${JSON.stringify(v)} does not match ${re.source}`, { details: { field } });
@@ -41,7 +41,8 @@ export function envDir(appsDir: string, key: AppKey): string {
   return path.join(appDir(appsDir, key), 'env');
 }
 
-/** The EnvironmentFile of one instance. */
-export function envFilePath(appsDir: string, key: AppKey, instance: string): string {
-  return path.join(envDir(appsDir, key), `${check('instance', instance, ID_PATTERN)}.env`);
+/** The EnvironmentFile of one run of an instance (`<instance>@<spec>.env`; `@` is in no id). */
+export function envFilePath(appsDir: string, key: AppKey, instance: string, spec?: string): string {
+  const run = spec === undefined ? check('instance', instance, ID_PATTERN) : `${check('instance', instance, ID_PATTERN)}@${check('spec', spec, SPEC_PATTERN)}`;
+  return path.join(envDir(appsDir, key), `${run}.env`);
 }

@@ -128,7 +128,7 @@ export function createSystemdDriver(opts: SystemdDriverOptions): SystemdDriver {
   };
 
   const writeOne = async (spec: UnitSpec, unit: string, env: string): Promise<UnitWriteResult> => {
-    const uPath = unitPath(unitName(spec.key, spec.instance));
+    const uPath = unitPath(unitName(spec.key, spec.instance, spec.spec));
     try {
       const unitChanged = (await readIfExists(uPath)) !== unit;
       const envChanged = (await readIfExists(spec.envFile)) !== env || (await modeOf(spec.envFile)) !== 0o600;
@@ -139,7 +139,7 @@ export function createSystemdDriver(opts: SystemdDriverOptions): SystemdDriver {
         await chmod(spec.envFile, 0o600);
       }
       if (unitChanged) await writeFileAtomic(uPath, unit, 0o644);
-      return { unit: unitName(spec.key, spec.instance), changed: unitChanged || envChanged, unitChanged, envChanged };
+      return { unit: unitName(spec.key, spec.instance, spec.spec), changed: unitChanged || envChanged, unitChanged, envChanged };
     } catch (err) {
       throw fileError('cannot write files of', uPath, err);
     }
@@ -151,13 +151,13 @@ export function createSystemdDriver(opts: SystemdDriverOptions): SystemdDriver {
 
     async writeUnits(specs) {
       const rendered = specs.map((spec) => {
-        const expected = envFilePath(opts.appsDir, spec.key, spec.instance);
+        const expected = envFilePath(opts.appsDir, spec.key, spec.instance, spec.spec);
         if (spec.envFile !== expected) {
           throw new CrateError('E_INVALID_UNIT_FIELD', `envFile: must be ${expected}, got ${spec.envFile}`, { details: { field: 'envFile' } });
         }
         return { spec, unit: renderUnit(spec), env: renderEnvFile(instanceEnv(spec)) };
       });
-      const names = rendered.map((r) => unitName(r.spec.key, r.spec.instance));
+      const names = rendered.map((r) => unitName(r.spec.key, r.spec.instance, r.spec.spec));
       const dup = names.find((n, i) => names.indexOf(n) !== i);
       if (dup) throw new CrateError('E_INVALID_UNIT_FIELD', `unit: ${dup} appears twice in one batch`, { details: { field: 'unit' } });
       if (rendered.length === 0) return [];
@@ -212,7 +212,7 @@ export function createSystemdDriver(opts: SystemdDriverOptions): SystemdDriver {
       for (const u of units) {
         const parsed = parseUnitName(u);
         if (!parsed) continue;
-        const files = [unitPath(u), ...WANTS_TARGETS.map((t) => path.join(unitDir, `${t}.wants`, u)), envFilePath(opts.appsDir, parsed.key, parsed.instance)];
+        const files = [unitPath(u), ...WANTS_TARGETS.map((t) => path.join(unitDir, `${t}.wants`, u)), envFilePath(opts.appsDir, parsed.key, parsed.instance, parsed.spec)];
         for (const f of files) {
           try {
             await removeFileDurably(f);

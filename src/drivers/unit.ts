@@ -14,13 +14,13 @@
  *   any character outside the allowed set) anywhere else is refused with `E_INVALID_UNIT_FIELD`.
  *
  * The `Description=` carries the whole identity (`crate team=… env=… app=… instance=… [slot=…]
- * version=… gen=… port=… [deployment=…]`), so one `systemctl list-units` call tells the observer what
+ * version=… gen=… port=… [deployment=…] [spec=…]`), so one `systemctl list-units` call tells the observer what
  * runs where; `X-Crate-*` lines repeat it for people reading the file.
  */
 import path from 'node:path';
 import type { SystemdScope } from '../config.ts';
 import { CrateError } from '../core/errors.ts';
-import { ENV_KEY_PATTERN, ID_PATTERN, VERSION_PATTERN, unitName, type AppKey } from '../core/identity.ts';
+import { ENV_KEY_PATTERN, ID_PATTERN, SPEC_PATTERN, VERSION_PATTERN, unitName, type AppKey } from '../core/identity.ts';
 import { envFilePath } from './layout.ts';
 
 /** Deployment ids as they appear in units: the platform's integers or the operator's own string ids. */
@@ -50,7 +50,7 @@ export const MAX_ENV_FILE_BYTES = 1024 * 1024;
  */
 export type ExecArg = string | { readonly parts: readonly (string | { readonly env: string })[] };
 
-/** Everything a unit of one instance is rendered from. */
+/** Everything the unit of one run (instance × revision) is rendered from. */
 export interface UnitSpec {
   readonly key: AppKey;
   readonly instance: string;
@@ -59,6 +59,8 @@ export interface UnitSpec {
   /** Restart generation: bumping it changes the unit, which is how a restart is requested declaratively. */
   readonly generation: number;
   readonly deployment?: string | undefined;
+  /** The revision this run belongs to (the reconciler's spec hash): part of the unit name and Description. */
+  readonly spec?: string | undefined;
   /** The instance's port: `PORT` in its environment, `port=` in its Description. */
   readonly port: number;
   /** The release folder. */
@@ -84,6 +86,7 @@ export interface UnitIdentity {
   readonly generation: number;
   readonly port: number;
   readonly deployment: string | undefined;
+  readonly spec: string | undefined;
 }
 
 function invalid(field: string, message: string): never {
@@ -158,7 +161,7 @@ function checkUnitPathLoose(field: string, p: string): void {
 }
 
 /** Validate the identity part of a spec (also used by the observer-side parser). */
-function checkIdentity(s: Pick<UnitSpec, 'key' | 'instance' | 'slot' | 'version' | 'generation' | 'deployment' | 'port'>): void {
+function checkIdentity(s: Pick<UnitSpec, 'key' | 'instance' | 'slot' | 'version' | 'generation' | 'deployment' | 'port' | 'spec'>): void {
   checkKey(s.key);
   checkPattern('instance', s.instance, ID_PATTERN);
   if (s.slot !== undefined) checkPattern('slot', s.slot, ID_PATTERN);
@@ -166,10 +169,11 @@ function checkIdentity(s: Pick<UnitSpec, 'key' | 'instance' | 'slot' | 'version'
   checkInt('generation', s.generation, 0, Number.MAX_SAFE_INTEGER);
   if (s.deployment !== undefined) checkPattern('deployment', s.deployment, DEPLOYMENT_ID_PATTERN);
   checkInt('port', s.port, 1, 65535);
+  if (s.spec !== undefined) checkPattern('spec', s.spec, SPEC_PATTERN);
 }
 
 /** `Description=` of an instance: every value is pattern-restricted, so no escaping is needed. */
-export function unitDescription(s: Pick<UnitSpec, 'key' | 'instance' | 'slot' | 'version' | 'generation' | 'deployment' | 'port'>): string {
+export function unitDescription(s: Pick<UnitSpec, 'key' | 'instance' | 'slot' | 'version' | 'generation' | 'deployment' | 'port' | 'spec'>): string {
   checkIdentity(s);
   return [
     'crate',
@@ -182,6 +186,7 @@ export function unitDescription(s: Pick<UnitSpec, 'key' | 'instance' | 'slot' | 
     `gen=${s.generation}`,
     `port=${s.port}`,
     ...(s.deployment !== undefined ? [`deployment=${s.deployment}`] : []),
+    ...(s.spec !== undefined ? [`spec=${s.spec}`] : []),
   ].join(' ');
 }
 
@@ -198,7 +203,7 @@ export function parseUnitDescription(desc: string): UnitIdentity | undefined {
     if (i <= 0 || kv.has(w.slice(0, i))) return undefined;
     kv.set(w.slice(0, i), w.slice(i + 1));
   }
-  const allowed = new Set(['team', 'env', 'app', 'instance', 'slot', 'version', 'gen', 'port', 'deployment']);
+  const allowed = new Set(['team', 'env', 'app', 'instance', 'slot', 'version', 'gen', 'port', 'deployment', 'spec']);
   for (const k of kv.keys()) if (!allowed.has(k)) return undefined;
   const num = (s: string | undefined): number => (s !== undefined && /^[0-9]{1,16}$/.test(s) ? Number(s) : NaN);
   const id: UnitIdentity = {
@@ -209,6 +214,7 @@ export function parseUnitDescription(desc: string): UnitIdentity | undefined {
     generation: num(kv.get('gen')),
     port: num(kv.get('port')),
     deployment: kv.get('deployment'),
+    spec: kv.get('spec'),
   };
   try {
     checkIdentity(id);
@@ -261,7 +267,7 @@ export function renderUnit(spec: UnitSpec): string {
   const stop = checkInt('stopTimeoutSec', spec.stopTimeoutSec, 1, 3600);
   const execStart = renderExecStart(spec.argv);
   if (spec.scope !== 'user' && spec.scope !== 'system') invalid('scope', `must be user or system, got ${String(spec.scope)}`);
-  const name = unitName(spec.key, spec.instance);
+  const name = unitName(spec.key, spec.instance, spec.spec);
   const logId = `crate-${spec.key.team}-${spec.key.env}-${spec.key.app}-${spec.instance}`;
   return [
     `# ${name}: managed by crate-operator; changes are overwritten.`,
@@ -278,6 +284,7 @@ export function renderUnit(spec: UnitSpec): string {
     `X-Crate-Generation=${spec.generation}`,
     `X-Crate-Port=${spec.port}`,
     ...(spec.deployment !== undefined ? [`X-Crate-Deployment=${spec.deployment}`] : []),
+    ...(spec.spec !== undefined ? [`X-Crate-Spec=${spec.spec}`] : []),
     '',
     '[Service]',
     // exec: `systemctl start` fails when the binary cannot be executed, instead of reporting success.
@@ -316,6 +323,8 @@ export interface InstanceInput {
   version: string;
   generation: number;
   deployment?: string | undefined;
+  /** The revision (spec hash): two revisions of one instance are two units. */
+  spec?: string | undefined;
   port: number;
   env: Readonly<Record<string, string>>;
   release: { readonly dir: string; readonly command: { readonly argv: readonly ExecArg[] } };
@@ -330,10 +339,11 @@ export function instanceUnitSpec(defaults: UnitDefaults, i: InstanceInput): Unit
     version: i.version,
     generation: i.generation,
     deployment: i.deployment,
+    spec: i.spec,
     port: i.port,
     workingDirectory: i.release.dir,
     argv: [...i.release.command.argv],
-    envFile: envFilePath(defaults.appsDir, i.key, i.instance),
+    envFile: envFilePath(defaults.appsDir, i.key, i.instance, i.spec),
     env: i.env,
     stopTimeoutSec: defaults.stopTimeoutSec,
     scope: defaults.scope,

@@ -25,11 +25,21 @@ export type ObservedLoadState = 'loaded' | 'not-found' | 'bad-setting' | 'error'
 /** systemd's ActiveState. */
 export type ObservedActiveState = 'active' | 'reloading' | 'inactive' | 'failed' | 'activating' | 'deactivating' | 'maintenance';
 
+/**
+ * The reconciler's view of a unit's state: `running` (active), `starting` (activating, including
+ * `auto-restart` between crashes), `failed`, `stopped` (inactive, deactivating, maintenance, or a file
+ * systemd has not loaded).
+ */
+export type UnitRunState = 'running' | 'starting' | 'stopped' | 'failed';
+
 /** One unit the operator owns, as the host shows it. */
 export interface ObservedUnit {
   unit: string;
   key: AppKey;
   instance: string;
+  /** The revision part of the unit name (`crate-…:<instance>:<spec>.service`), if any. */
+  spec: string | undefined;
+  state: UnitRunState;
   load: ObservedLoadState;
   active: ObservedActiveState;
   /** systemd's SubState (`running`, `dead`, `auto-restart`, `failed`, …). */
@@ -73,6 +83,21 @@ export interface UnitDetails {
   result: string;
   /** The unit file changed on disk since the last daemon-reload. */
   needDaemonReload: boolean;
+}
+
+/** Map systemd's ActiveState to the reconciler's run state (see UnitRunState). */
+export function runState(active: string): UnitRunState {
+  switch (active) {
+    case 'active':
+    case 'reloading':
+      return 'running';
+    case 'activating':
+      return 'starting';
+    case 'failed':
+      return 'failed';
+    default:
+      return 'stopped';
+  }
 }
 
 const DETAIL_PROPS = ['LoadState', 'ActiveState', 'SubState', 'MainPID', 'NRestarts', 'Result', 'NeedDaemonReload'];
@@ -131,6 +156,8 @@ export function createSystemdObserver(opts: SystemctlOptions): SystemdObserver {
             unit: l.unit,
             key: parsed.key,
             instance: parsed.instance,
+            spec: parsed.spec,
+            state: runState(l.active),
             load: (LOAD_STATES.has(l.load) ? l.load : 'error') as ObservedLoadState,
             active: (ACTIVE_STATES.has(l.active) ? l.active : 'inactive') as ObservedActiveState,
             sub: l.sub,
@@ -143,7 +170,18 @@ export function createSystemdObserver(opts: SystemctlOptions): SystemdObserver {
         unlisted.forEach((f, i) => {
           const parsed = parseUnitName(f);
           if (!parsed) return;
-          units.push({ unit: f, key: parsed.key, instance: parsed.instance, load: 'not-loaded', active: 'inactive', sub: 'dead', fileExists: true, identity: identities[i] });
+          units.push({
+            unit: f,
+            key: parsed.key,
+            instance: parsed.instance,
+            spec: parsed.spec,
+            state: 'stopped',
+            load: 'not-loaded',
+            active: 'inactive',
+            sub: 'dead',
+            fileExists: true,
+            identity: identities[i],
+          });
         });
         units.sort((a, b) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0));
         return { unavailable: false, scope: ctl.scope, units };

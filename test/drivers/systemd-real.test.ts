@@ -58,8 +58,8 @@ async function rig(stopTimeoutSec = 5): Promise<Rig> {
         scope: 'user',
         ...patch,
       };
-      created.add(unitName(spec.key, spec.instance));
-      return { ...spec, envFile: envFilePath(appsDir, spec.key, spec.instance) };
+      created.add(unitName(spec.key, spec.instance, spec.spec));
+      return { ...spec, envFile: envFilePath(appsDir, spec.key, spec.instance, spec.spec) };
     },
   };
 }
@@ -109,8 +109,8 @@ describe('systemd driver + observer on a real user manager', () => {
     expect(((await httpGet(`http://127.0.0.1:${port}/env?name=GREETING`)).body as { value: string }).value).toBe('hello world');
 
     let [o] = await observed(r);
-    expect(o).toMatchObject({ unit, load: 'loaded', active: 'active', sub: 'running', fileExists: true });
-    expect(o?.identity).toEqual({ key: r.key, instance: 'web-1', slot: 'blue', version: 'v1', generation: 0, port, deployment: 'd1' });
+    expect(o).toMatchObject({ unit, spec: undefined, state: 'running', load: 'loaded', active: 'active', sub: 'running', fileExists: true });
+    expect(o?.identity).toEqual({ key: r.key, instance: 'web-1', slot: 'blue', version: 'v1', generation: 0, port, deployment: 'd1', spec: undefined });
     const pid1 = await mainPid(r, unit);
     expect(pid1).toBeGreaterThan(0);
 
@@ -136,7 +136,7 @@ describe('systemd driver + observer on a real user manager', () => {
     await r.driver.stop([unit]); // idempotent
     await expect(lstat(wants)).rejects.toMatchObject({ code: 'ENOENT' });
     [o] = await observed(r);
-    expect(o).toMatchObject({ unit, active: 'inactive', fileExists: true });
+    expect(o).toMatchObject({ unit, state: 'stopped', active: 'inactive', fileExists: true });
     expect(o?.identity?.version).toBe('v2');
     await expect(httpGet(`http://127.0.0.1:${port}/`, { timeoutMs: 1000 })).rejects.toThrow();
 
@@ -171,6 +171,32 @@ describe('systemd driver + observer on a real user manager', () => {
     expect((await httpGet(`http://127.0.0.1:${port}/`)).body).toMatchObject({ version: '3.1.4', instance: 'green-1' });
     const [o] = await observed(r);
     expect(o).toMatchObject({ unit, active: 'active', identity: { slot: 'green', version: '3.1.4', port } });
+  });
+
+  it('two revisions of one instance run side by side (spec in the unit name), removed one by one', async () => {
+    const r = await rig();
+    const [pa, pb] = [await freePort(), await freePort()];
+    const dir = await release(r, 'v1');
+    const a = r.spec('web', { spec: 'aaaaaa', port: pa, workingDirectory: dir, argv: ['node', 'server.mjs'], env: { INSTANCE_ID: 'old' } });
+    const b = r.spec('web', { spec: 'bbbbbb', port: pb, workingDirectory: dir, argv: ['node', 'server.mjs'], env: { INSTANCE_ID: 'new' } });
+    expect(a.envFile).not.toBe(b.envFile);
+    const results = await r.driver.writeUnits([a, b]);
+    expect(results.map((x) => x.unit)).toEqual([unitName(r.key, 'web', 'aaaaaa'), unitName(r.key, 'web', 'bbbbbb')]);
+    await r.driver.daemonReload();
+    await r.driver.start(results.map((x) => x.unit));
+    for (const [port, id] of [[pa, 'old'], [pb, 'new']] as const) {
+      await waitFor(`${id} answers`, async () => ((await httpGet(`http://127.0.0.1:${port}/`)).body as { instance: string }).instance === id);
+    }
+    let units = await observed(r);
+    expect(units.map((u) => [u.instance, u.spec, u.state, u.identity?.port, u.identity?.spec])).toEqual([
+      ['web', 'aaaaaa', 'running', pa, 'aaaaaa'],
+      ['web', 'bbbbbb', 'running', pb, 'bbbbbb'],
+    ]);
+    await r.driver.remove([unitName(r.key, 'web', 'aaaaaa')]);
+    units = await observed(r);
+    expect(units.map((u) => u.spec)).toEqual(['bbbbbb']);
+    await expect(stat(a.envFile)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect((await stat(b.envFile)).isFile()).toBe(true);
   });
 
   it('sees drift: a killed process is restarted (NRestarts), a deleted file, a file systemd never loaded', async () => {

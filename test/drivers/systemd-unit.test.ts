@@ -88,6 +88,18 @@ WantedBy=multi-user.target
     expect(u).toContain('WantedBy=default.target\n');
   });
 
+  it('names a run of a revision by its spec: unit name, Description, X-Crate-Spec, env file', () => {
+    const spec = { ...base, spec: 'abc123', envFile: envFilePath('/srv/crate/apps', key, 'web-1', 'abc123') };
+    const u = renderUnit(spec);
+    expect(u.split('\n')[0]).toBe('# crate-acme:7:42:web-1:abc123.service: managed by crate-operator; changes are overwritten.');
+    expect(u).toContain(' deployment=d-99 spec=abc123\n');
+    expect(u).toContain('X-Crate-Spec=abc123\n');
+    expect(u).toContain('EnvironmentFile=/srv/crate/apps/acme/7/42/env/web-1@abc123.env\n');
+    expect(parseUnitDescription(unitDescription(spec))?.spec).toBe('abc123');
+    expectCode(() => renderUnit({ ...base, spec: 'XYZ' }), 'E_INVALID_UNIT_FIELD', 'spec');
+    expectCode(() => envFilePath('/srv', key, 'web-1', '../x'), 'E_INVALID_UNIT_FIELD', 'spec');
+  });
+
   it('is deterministic', () => {
     expect(renderUnit(base)).toBe(renderUnit({ ...base, env: { ...base.env } }));
   });

@@ -18,7 +18,7 @@
  *   the same event ids).
  * - Redirects are not followed; by default the SSRF guard (net-policy.ts) checks every connection.
  */
-import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Dispatcher } from 'undici';
 import { CrateError, describeError } from '../core/errors.ts';
 import { httpCall } from './http.ts';
@@ -48,9 +48,9 @@ export interface CallbackDelivery {
 }
 
 /**
- * Persistence the sender needs (the records module implements it over SQLite; `memoryCallbackStore`
- * for tests). Methods may be synchronous or return promises. `pending()` returns the deliveries in
- * state `pending` in the order they were saved.
+ * Persistence the sender needs (`recordsCallbackStore` adapts the records module's SQLite outbox;
+ * `memoryCallbackStore` for tests). Methods may be synchronous or return promises. `pending()` returns
+ * the deliveries in state `pending`, in any order (the sender restores creation order).
  */
 export interface CallbackStore {
   save(d: CallbackDelivery): void | Promise<void>;
@@ -198,6 +198,75 @@ export function memoryCallbackStore(): CallbackStore & { all: Map<string, Callba
   };
 }
 
+let lastMs = -1;
+let seq = 0;
+
+/**
+ * A new event id: a UUIDv7 (48-bit unix-ms timestamp, then a 12-bit counter within the millisecond,
+ * then random bits), so ids sort in creation order. The sender relies on that to restore per-key
+ * order after a restart, whatever order a store returns pending deliveries in.
+ */
+export function newEventId(nowMs: number = Date.now()): string {
+  if (nowMs > lastMs) {
+    lastMs = nowMs;
+    seq = 0;
+  } else {
+    seq += 1;
+    if (seq > 0xfff) {
+      lastMs += 1;
+      seq = 0;
+    }
+  }
+  const b = randomBytes(16);
+  const ms = lastMs;
+  b.writeUIntBE(ms, 0, 6);
+  b[6] = 0x70 | ((seq >> 8) & 0x0f);
+  b[7] = seq & 0xff;
+  b[8] = 0x80 | ((b[8] as number) & 0x3f);
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** The callback outbox of the records module (src/records/records.ts `Records`), structurally. */
+export interface RecordsOutbox {
+  enqueueCallback(c: { event_id: string; deployment_id: string; url: string; body: string; next_attempt_at: number }): void;
+  recordCallbackAttempt(eventId: string, outcome: { delivered: true } | { delivered: false; error: string; next_attempt_at: number | null }): void;
+  dueCallbacks(
+    nowMs: number,
+    limit?: number,
+  ): Array<{ event_id: string; deployment_id: string; url: string; body: string; attempts: number; next_attempt_at: number | null; last_error: string | null; created_at: string }>;
+}
+
+/**
+ * A CallbackStore over the records database. The order key must be the deployment id (the outbox
+ * references deployments). The deadline is not stored: it is `created_at + deadlineMs` (pass the
+ * sender's `retry.deadlineMs`).
+ */
+export function recordsCallbackStore(records: RecordsOutbox, deadlineMs: number = DEFAULT_RETRY.deadlineMs): CallbackStore {
+  return {
+    save: (d) => records.enqueueCallback({ event_id: d.eventId, deployment_id: d.orderKey, url: d.url, body: d.body, next_attempt_at: d.nextAt }),
+    markRetry: (id, _attempts, nextAt, lastError) => records.recordCallbackAttempt(id, { delivered: false, error: lastError, next_attempt_at: nextAt }),
+    markDelivered: (id) => records.recordCallbackAttempt(id, { delivered: true }),
+    markFailed: (id, _attempts, lastError) => records.recordCallbackAttempt(id, { delivered: false, error: lastError, next_attempt_at: null }),
+    pending: () =>
+      records.dueCallbacks(Number.MAX_SAFE_INTEGER, 1_000_000).map((r) => {
+        const createdAt = Date.parse(r.created_at);
+        return {
+          eventId: r.event_id,
+          url: r.url,
+          body: r.body,
+          orderKey: r.deployment_id,
+          createdAt,
+          deadlineAt: createdAt + deadlineMs,
+          state: 'pending' as const,
+          attempts: r.attempts,
+          nextAt: r.next_attempt_at ?? createdAt,
+          lastError: r.last_error ?? undefined,
+        };
+      }),
+  };
+}
+
 /** Build a sender. Nothing is sent until `start()`. */
 export function createCallbackSender(opts: CallbackSenderOptions): CallbackSender {
   const store = opts.store;
@@ -337,7 +406,7 @@ export function createCallbackSender(opts: CallbackSenderOptions): CallbackSende
       }
       if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new CrateError('E_CALLBACK_URL', `callback_url must be http or https: ${url}`);
       const now = clock.now();
-      const eventId = randomUUID();
+      const eventId = newEventId(now);
       const d: CallbackDelivery = {
         eventId,
         url,
@@ -359,7 +428,8 @@ export function createCallbackSender(opts: CallbackSenderOptions): CallbackSende
     },
     async start() {
       if (state !== 'new') return;
-      const pending = await store.pending();
+      // Queue order per key is creation order: event ids are time-ordered (newEventId).
+      const pending = [...(await store.pending())].sort((a, b) => a.createdAt - b.createdAt || (a.eventId < b.eventId ? -1 : a.eventId > b.eventId ? 1 : 0));
       for (const d of pending) enqueue({ ...d });
       state = 'running';
       pump();

@@ -77,22 +77,30 @@ export interface Availability {
   caddy: boolean;
 }
 
+/** Which run an action targets: its instance, revision and port, and where it lives. */
+export interface RunRef {
+  instance: string;
+  spec: string;
+  port: number;
+  runtime: Runtime;
+}
+
 /** The named effects a plan is made of. Each is idempotent when executed. */
 export type Action =
   | { type: 'fetchRelease'; version: string }
   | { type: 'pullImage'; image: string; tag: string }
-  /** Render (unit + env file, or container) for the desired spec and start it. No-op when already so. */
-  | { type: 'createRun'; instance: string; port: number; slot?: string | undefined }
+  /** Render (unit + env file, or container) for the desired revision `spec` and start it. No-op when already so. */
+  | { type: 'createRun'; instance: string; spec: string; port: number; slot?: string | undefined }
   /** Start an existing run as it is (used to heal and to undo a stop). */
-  | { type: 'startRun'; instance: string; spec: string; port: number }
-  | { type: 'restartRun'; instance: string; spec: string; port: number; generation: number }
-  | { type: 'waitHealthy'; instance: string; spec: string; port: number }
+  | ({ type: 'startRun' } & RunRef)
+  | ({ type: 'restartRun'; generation: number } & RunRef)
+  | ({ type: 'waitHealthy' } & RunRef)
   /** Make the app's route exactly this domain and these upstream ports (one Caddy change). */
   | { type: 'setRoute'; domain: string; ports: number[] }
   | { type: 'drain'; ports: number[] }
-  | { type: 'stopRun'; instance: string; spec: string; port: number }
+  | ({ type: 'stopRun' } & RunRef)
   /** Stop and delete the unit/container and its env file. */
-  | { type: 'removeRun'; instance: string; spec: string; port: number }
+  | ({ type: 'removeRun' } & RunRef)
   | { type: 'removeRoute' }
   /** Delete the app's releases and env files. */
   | { type: 'removeFiles' };

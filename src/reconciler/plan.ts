@@ -20,9 +20,12 @@ import type {
   Plan,
   PlanContext,
   PlannedAction,
+  RunRef,
   Strategy,
 } from './model.ts';
 
+/** The action-side reference to an observed run. */
+const ref = (r: ObservedRun): RunRef => ({ instance: r.instance, spec: r.spec, port: r.port, runtime: r.runtime });
 const isActive = (r: ObservedRun): boolean => r.state === 'running' || r.state === 'starting';
 const sortedPorts = (ports: Iterable<number>): number[] => [...new Set(ports)].sort((a, b) => a - b);
 const samePorts = (a: number[], b: number[]): boolean => {
@@ -190,7 +193,7 @@ function planDelete(observed: ObservedApp, base: Plan): Plan {
   const routed = observed.route?.ports ?? [];
   const drainPorts = observed.runs.filter((r) => isActive(r) && routed.includes(r.port)).map((r) => r.port);
   if (drainPorts.length > 0) s.add(`drain ${drainPorts.map((p) => `:${p}`).join(', ')}`, { type: 'drain', ports: sortedPorts(drainPorts) });
-  for (const r of observed.runs) s.add(`remove ${r.instance} ${r.version} (:${r.port})`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+  for (const r of observed.runs) s.add(`remove ${r.instance} ${r.version} (:${r.port})`, { type: 'removeRun', ...ref(r) });
   if (observed.route || observed.runs.length > 0) s.add('remove release files', { type: 'removeFiles' });
   return { ...base, kind: s.list.length > 0 ? 'delete' : 'noop', actions: s.list };
 }
@@ -227,19 +230,19 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
       // The idle slot's port may hold a stray run of an earlier spec: stop it first (it serves nothing).
       const preStop = active.filter((r) => r.port === idle.port && !isTarget(r));
       for (const r of preStop) {
-        s.add(`stop ${runLabel(r.instance, r.version, r.port)}`, { type: 'stopRun', instance: r.instance, spec: r.spec, port: r.port }, [{ type: 'startRun', instance: r.instance, spec: r.spec, port: r.port }]);
+        s.add(`stop ${runLabel(r.instance, r.version, r.port)}`, { type: 'stopRun', ...ref(r) }, [{ type: 'startRun', ...ref(r) }]);
       }
-      s.add(`start ${runLabel(idle.id, desired.version, idle.port)}`, { type: 'createRun', instance: idle.id, port: idle.port, slot: idle.slot }, [
-        { type: 'removeRun', instance: idle.id, spec: desired.spec, port: idle.port },
+      s.add(`start ${runLabel(idle.id, desired.version, idle.port)}`, { type: 'createRun', instance: idle.id, spec: desired.spec, port: idle.port, slot: idle.slot }, [
+        { type: 'removeRun', instance: idle.id, spec: desired.spec, port: idle.port, runtime: desired.runtime },
       ]);
-      s.add(`wait until ${idle.id} is healthy`, { type: 'waitHealthy', instance: idle.id, spec: desired.spec, port: idle.port });
+      s.add(`wait until ${idle.id} is healthy`, { type: 'waitHealthy', instance: idle.id, spec: desired.spec, port: idle.port, runtime: desired.runtime });
       s.route(desired.domain, [idle.port], true);
       // Everything else that runs retires: the old live slot (kept, stopped) and unknown instances (removed).
       const retire = active.filter((r) => !preStop.includes(r) && !isTarget(r));
       finishOld(s, retire);
       const listed = new Set(desired.instances.map((i) => i.id));
       for (const r of [...preStop, ...retire].filter((x) => !listed.has(x.instance) || x.instance === idle.id)) {
-        s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+        s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', ...ref(r) });
       }
       cleanupStale(s, observed, desired, new Set([idle.id]), new Set([...preStop, ...retire].map((r) => r.name)));
       return { ...base, kind: 'deploy', strategy, fallback, dropsTraffic: false, actions: s.list, notes };
@@ -265,10 +268,10 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
       const r = currentRun(i.id);
       if (!r) continue;
       let changed = true;
-      if (r.fileMissing) s.add(`re-create ${runLabel(i.id, desired.version, r.port)}`, { type: 'createRun', instance: i.id, port: r.port, slot: i.slot });
-      else if (r.generation < i.generation) s.add(`restart ${runLabel(i.id, r.version, r.port)}`, { type: 'restartRun', instance: i.id, spec: r.spec, port: r.port, generation: i.generation });
+      if (r.fileMissing) s.add(`re-create ${runLabel(i.id, desired.version, r.port)}`, { type: 'createRun', instance: i.id, spec: desired.spec, port: r.port, slot: i.slot });
+      else if (r.generation < i.generation) s.add(`restart ${runLabel(i.id, r.version, r.port)}`, { type: 'restartRun', ...ref(r), generation: i.generation });
       else changed = false;
-      if (changed || !s.routePorts.includes(r.port)) s.add(`wait until ${i.id} on :${r.port} is healthy`, { type: 'waitHealthy', instance: i.id, spec: r.spec, port: r.port });
+      if (changed || !s.routePorts.includes(r.port)) s.add(`wait until ${i.id} on :${r.port} is healthy`, { type: 'waitHealthy', ...ref(r) });
     }
     // Each successor needs a free port beside its predecessor: its own port if free, else a surge port.
     const plannedPorts = new Map<string, number>();
@@ -288,8 +291,8 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
       for (const i of fresh) {
         const port = plannedPorts.get(i.id) as number;
         const old = active.filter((r) => r.instance === i.id);
-        s.add(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, port, slot: i.slot }, [{ type: 'removeRun', instance: i.id, spec: desired.spec, port }]);
-        s.add(`wait until ${i.id} on :${port} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port });
+        s.add(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, spec: desired.spec, port, slot: i.slot }, [{ type: 'removeRun', instance: i.id, spec: desired.spec, port, runtime: desired.runtime }]);
+        s.add(`wait until ${i.id} on :${port} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port, runtime: desired.runtime });
         const oldPorts = old.map((r) => r.port);
         s.route(desired.domain, [...s.routePorts.filter((p) => !oldPorts.includes(p)), port]);
         finishOld(s, old);
@@ -302,7 +305,7 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
       retired.push(...rest);
       markLastCommit(s);
       cleanupStale(s, observed, desired, new Set(targets.map((t) => t.id)), new Set(retired.map((r) => r.name)));
-      for (const r of retired.filter(leaves)) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+      for (const r of retired.filter(leaves)) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', ...ref(r) });
       return { ...base, kind: 'deploy', strategy, fallback, dropsTraffic: false, actions: s.list, notes };
     }
     if (strategy === 'blue_green') {
@@ -310,17 +313,17 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
       for (const i of fresh) {
         const port = plannedPorts.get(i.id) as number;
         newPorts.push(port);
-        s.add(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, port, slot: i.slot }, [{ type: 'removeRun', instance: i.id, spec: desired.spec, port }]);
+        s.add(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, spec: desired.spec, port, slot: i.slot }, [{ type: 'removeRun', instance: i.id, spec: desired.spec, port, runtime: desired.runtime }]);
       }
       for (const i of fresh) {
         const port = plannedPorts.get(i.id) as number;
-        s.add(`wait until ${i.id} on :${port} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port });
+        s.add(`wait until ${i.id} on :${port} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port, runtime: desired.runtime });
       }
       s.route(desired.domain, [...keptPorts, ...newPorts], true);
       const old = active.filter((r) => !keptPorts.includes(r.port));
       finishOld(s, old);
       cleanupStale(s, observed, desired, new Set(targets.map((t) => t.id)), new Set(old.map((r) => r.name)));
-      for (const r of old.filter(leaves)) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+      for (const r of old.filter(leaves)) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', ...ref(r) });
       return { ...base, kind: 'deploy', strategy, fallback, dropsTraffic: false, actions: s.list, notes };
     }
   }
@@ -328,22 +331,22 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
   // recreate: the only strategy that drops traffic; it says so.
   const old = active.filter((r) => r.spec !== desired.spec || !targets.some((t) => t.id === r.instance && t.port === r.port));
   for (const r of old) {
-    s.add(`stop ${runLabel(r.instance, r.version, r.port)}`, { type: 'stopRun', instance: r.instance, spec: r.spec, port: r.port }, [
-      { type: 'startRun', instance: r.instance, spec: r.spec, port: r.port },
-      { type: 'waitHealthy', instance: r.instance, spec: r.spec, port: r.port },
+    s.add(`stop ${runLabel(r.instance, r.version, r.port)}`, { type: 'stopRun', ...ref(r) }, [
+      { type: 'startRun', ...ref(r) },
+      { type: 'waitHealthy', ...ref(r) },
     ]);
   }
   for (const i of targets) {
-    s.add(`start ${runLabel(i.id, desired.version, i.port)}`, { type: 'createRun', instance: i.id, port: i.port, slot: i.slot }, [{ type: 'removeRun', instance: i.id, spec: desired.spec, port: i.port }]);
+    s.add(`start ${runLabel(i.id, desired.version, i.port)}`, { type: 'createRun', instance: i.id, spec: desired.spec, port: i.port, slot: i.slot }, [{ type: 'removeRun', instance: i.id, spec: desired.spec, port: i.port, runtime: desired.runtime }]);
   }
-  for (const i of targets) s.add(`wait until ${i.id} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port: i.port });
+  for (const i of targets) s.add(`wait until ${i.id} is healthy`, { type: 'waitHealthy', instance: i.id, spec: desired.spec, port: i.port, runtime: desired.runtime });
   s.route(desired.domain, targets.map((t) => t.port), true);
   if (s.list.length > 0 && !s.list.some((x) => x.commit)) markLastCommit(s);
   cleanupStale(s, observed, desired, new Set(targets.map((t) => t.id)), new Set(old.map((r) => r.name)));
   // A run of the new spec that only moved port was re-rendered in place above: it stays.
   const reRendered = (r: ObservedRun): boolean => r.spec === desired.spec && targets.some((t) => t.id === r.instance);
   for (const r of old.filter((x) => !reRendered(x) && (!listed.has(x.instance) || targets.some((t) => t.id === x.instance)))) {
-    s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+    s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', ...ref(r) });
   }
   notes.push('recreate stops the old version before the new one serves: requests in between fail');
   return { ...base, kind: 'deploy', strategy, fallback, dropsTraffic: old.length > 0, actions: s.list, notes };
@@ -354,9 +357,9 @@ function finishOld(s: Steps, old: ObservedRun[]): void {
   if (old.length === 0) return;
   s.add(`drain ${old.map((r) => `:${r.port}`).join(', ')}`, { type: 'drain', ports: sortedPorts(old.map((r) => r.port)) });
   for (const r of old) {
-    s.add(`stop ${runLabel(r.instance, r.version, r.port)}`, { type: 'stopRun', instance: r.instance, spec: r.spec, port: r.port }, [
-      { type: 'startRun', instance: r.instance, spec: r.spec, port: r.port },
-      { type: 'waitHealthy', instance: r.instance, spec: r.spec, port: r.port },
+    s.add(`stop ${runLabel(r.instance, r.version, r.port)}`, { type: 'stopRun', ...ref(r) }, [
+      { type: 'startRun', ...ref(r) },
+      { type: 'waitHealthy', ...ref(r) },
     ]);
   }
 }
@@ -377,7 +380,7 @@ function cleanupStale(s: Steps, observed: ObservedApp, desired: DesiredModel, se
     if (handled.has(r.name) || isActive(r)) continue;
     const orphan = !listed.has(r.instance);
     const superseded = servingNow.has(r.instance) && r.spec !== desired.spec;
-    if (orphan || superseded) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', instance: r.instance, spec: r.spec, port: r.port });
+    if (orphan || superseded) s.add(`remove ${runLabel(r.instance, r.version, r.port)}`, { type: 'removeRun', ...ref(r) });
   }
 }
 
@@ -405,7 +408,7 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
         for (const r of runs.filter(isActive)) {
           keep.add(r.name);
           servePorts.push(r.port);
-          if (!(observed.route?.ports ?? []).includes(r.port)) waits.push({ type: 'waitHealthy', instance: r.instance, spec: r.spec, port: r.port });
+          if (!(observed.route?.ports ?? []).includes(r.port)) waits.push({ type: 'waitHealthy', ...ref(r) });
         }
         continue;
       }
@@ -416,8 +419,8 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
       }
       busy.add(port);
       needRelease = true;
-      starts.push(mk(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, port, slot: i.slot }));
-      waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port });
+      starts.push(mk(`start ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, spec: desired.spec, port, slot: i.slot }, desired.runtime));
+      waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port, runtime: desired.runtime });
       servePorts.push(port);
       continue;
     }
@@ -432,8 +435,8 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
       busy.add(port);
       servePorts.push(port);
       needRelease = true;
-      starts.push({ ...mk(`re-create ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, port, slot: i.slot }), undo: [] });
-      waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port });
+      starts.push({ ...mk(`re-create ${runLabel(i.id, desired.version, port)}`, { type: 'createRun', instance: i.id, spec: desired.spec, port, slot: i.slot }, desired.runtime), undo: [] });
+      waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port, runtime: desired.runtime });
       continue;
     }
     keep.add(cur.name);
@@ -441,21 +444,21 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
     if (cur.fileMissing) {
       needRelease = true;
       // Re-rendering a run that exists: there is nothing earlier to restore, so no undo.
-      starts.push({ ...mk(`re-create ${runLabel(i.id, desired.version, cur.port)}`, { type: 'createRun', instance: i.id, port: cur.port, slot: i.slot }), undo: [] });
-      waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port: cur.port });
+      starts.push({ ...mk(`re-create ${runLabel(i.id, desired.version, cur.port)}`, { type: 'createRun', instance: i.id, spec: desired.spec, port: cur.port, slot: i.slot }, desired.runtime), undo: [] });
+      waits.push({ type: 'waitHealthy', instance: i.id, spec: desired.spec, port: cur.port, runtime: desired.runtime });
     } else if (!isActive(cur)) {
       busy.add(cur.port);
       const a: Action =
         cur.generation < i.generation
-          ? { type: 'restartRun', instance: i.id, spec: cur.spec, port: cur.port, generation: i.generation }
-          : { type: 'startRun', instance: i.id, spec: cur.spec, port: cur.port };
-      starts.push(mk(`start ${runLabel(i.id, cur.version, cur.port)}`, a));
-      waits.push({ type: 'waitHealthy', instance: i.id, spec: cur.spec, port: cur.port });
+          ? { type: 'restartRun', ...ref(cur), generation: i.generation }
+          : { type: 'startRun', ...ref(cur) };
+      starts.push(mk(`start ${runLabel(i.id, cur.version, cur.port)}`, a, desired.runtime));
+      waits.push({ type: 'waitHealthy', ...ref(cur) });
     } else if (cur.generation < i.generation) {
-      starts.push(mk(`restart ${runLabel(i.id, cur.version, cur.port)}`, { type: 'restartRun', instance: i.id, spec: cur.spec, port: cur.port, generation: i.generation }));
-      waits.push({ type: 'waitHealthy', instance: i.id, spec: cur.spec, port: cur.port });
+      starts.push(mk(`restart ${runLabel(i.id, cur.version, cur.port)}`, { type: 'restartRun', ...ref(cur), generation: i.generation }, desired.runtime));
+      waits.push({ type: 'waitHealthy', ...ref(cur) });
     } else if (!(observed.route?.ports ?? []).includes(cur.port) || observed.route?.domain !== desired.domain) {
-      waits.push({ type: 'waitHealthy', instance: i.id, spec: cur.spec, port: cur.port });
+      waits.push({ type: 'waitHealthy', ...ref(cur) });
     }
   }
 
@@ -463,7 +466,7 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
     const rel = releaseStep(desired);
     s.add(rel.name, rel.action);
   }
-  for (const a of starts) s.add(a.name, a.action, a.undo.map((u) => (u.type === 'removeRun' ? { ...u, spec: desired.spec } : u)));
+  for (const a of starts) s.add(a.name, a.action, a.undo);
   const routeChanges = observed.route === null ? servePorts.length > 0 : observed.route.domain !== desired.domain || !samePorts(observed.route.ports, servePorts);
   if (routeChanges) {
     for (const w of waits) if (w.type === 'waitHealthy') s.add(`wait until ${w.instance} on :${w.port} is healthy`, w);
@@ -482,8 +485,8 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
     // Unknown instances and old revisions left beside a current run (e.g. after a crash) go; standby
     // slots and instances the platform stopped are only stopped.
     const remove = !listed.has(r.instance) || (keptInstances.has(r.instance) && r.spec !== desired.spec);
-    const ref = { instance: r.instance, spec: r.spec, port: r.port };
-    s.add(`${remove ? 'remove' : 'stop'} ${runLabel(r.instance, r.version, r.port)}`, remove ? { type: 'removeRun', ...ref } : { type: 'stopRun', ...ref });
+    const ref_ = ref(r);
+    s.add(`${remove ? 'remove' : 'stop'} ${runLabel(r.instance, r.version, r.port)}`, remove ? { type: 'removeRun', ...ref_ } : { type: 'stopRun', ...ref_ });
   }
   const created = new Set(starts.flatMap((a) => (a.action.type === 'createRun' ? [a.action.instance] : [])));
   const current = new Set([...serving].filter((id) => created.has(id) || observed.runs.some((r) => r.instance === id && r.spec === desired.spec)));
@@ -497,7 +500,8 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
   return { ...base, kind, strategy: kind === 'deploy' ? desired.strategy : null, actions: s.list, notes };
 }
 
-function mk(name: string, action: Action): PlannedAction {
-  const undo: Action[] = action.type === 'createRun' ? [{ type: 'removeRun', instance: action.instance, spec: '', port: action.port }] : [];
+/** A heal step; creating a run is undone by removing it (when a first deployment rolls back). */
+function mk(name: string, action: Action, runtime: DesiredModel['runtime']): PlannedAction {
+  const undo: Action[] = action.type === 'createRun' ? [{ type: 'removeRun', instance: action.instance, spec: action.spec, port: action.port, runtime }] : [];
   return { id: '', name, action, undo };
 }

@@ -10,11 +10,11 @@ const deadlines = Object.fromEntries(ACTION_TYPES.map((t) => [t, 1000])) as Step
 /** A blue/green plan: start green, wait, switch (commit), drain blue, stop blue. */
 const steps: PlannedAction[] = [
   { id: 's1', name: 'fetch', action: { type: 'fetchRelease', version: 'v2' }, undo: [] },
-  { id: 's2', name: 'start green', action: { type: 'createRun', instance: 'g', port: 2 }, undo: [{ type: 'removeRun', instance: 'g', spec: 'B', port: 2 }] },
-  { id: 's3', name: 'wait green', action: { type: 'waitHealthy', instance: 'g', spec: 'B', port: 2 }, undo: [] },
+  { id: 's2', name: 'start green', action: { type: 'createRun', instance: 'g', spec: 'B', port: 2 }, undo: [{ type: 'removeRun', instance: 'g', spec: 'B', port: 2, runtime: 'binary' }] },
+  { id: 's3', name: 'wait green', action: { type: 'waitHealthy', instance: 'g', spec: 'B', port: 2, runtime: 'binary' }, undo: [] },
   { id: 's4', name: 'route', action: { type: 'setRoute', domain: 'a.example', ports: [2] }, undo: [{ type: 'setRoute', domain: 'a.example', ports: [1] }], commit: true },
   { id: 's5', name: 'drain blue', action: { type: 'drain', ports: [1] }, undo: [] },
-  { id: 's6', name: 'stop blue', action: { type: 'stopRun', instance: 'b', spec: 'A', port: 1 }, undo: [{ type: 'startRun', instance: 'b', spec: 'A', port: 1 }] },
+  { id: 's6', name: 'stop blue', action: { type: 'stopRun', instance: 'b', spec: 'A', port: 1, runtime: 'binary' }, undo: [{ type: 'startRun', instance: 'b', spec: 'A', port: 1, runtime: 'binary' }] },
 ];
 
 interface Harness {

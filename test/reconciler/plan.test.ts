@@ -170,7 +170,7 @@ describe('plan: healing', () => {
   it('restarts on a bumped restart generation', () => {
     const d2 = { ...d, instances: [{ id: 'a', port: 4000, state: 'running' as const, generation: 3 }] };
     const p = plan(d2, { key, runs: [run('a', 'B', 4000, { generation: 2 })], route: routed }, ctx({ deploy: false }), 0);
-    expect(p.actions[0]?.action).toEqual({ type: 'restartRun', instance: 'a', spec: 'B', port: 4000, generation: 3 });
+    expect(p.actions[0]?.action).toEqual({ type: 'restartRun', instance: 'a', spec: 'B', port: 4000, runtime: 'binary', generation: 3 });
   });
 
   it('does not roll a new revision out by healing', () => {

@@ -22,7 +22,7 @@ export const FORBIDDEN_KEYS = ['__proto__', 'constructor', 'prototype'] as const
 export const HTTP_URL_PATTERN = /^https?:\/\/[^\s/?#@\u0000-\u001f\u007f]+(?:[/?#][^\s\u0000-\u001f\u007f]*)?$/;
 /** Env values: anything a process environment can carry byte for byte (no NUL, no lone surrogate). */
 // eslint-disable-next-line no-control-regex -- refusing control characters is the point
-export const ENV_VALUE_PATTERN = /^[^\u0000\uD800-\uDFFF]*$/;
+export const ENV_VALUE_PATTERN = /^[^\u0000\uD800-\uDFFF]*$/u;
 /** Health check paths: absolute, printable ASCII without spaces. */
 export const HEALTH_PATH_PATTERN = /^\/[\u0021-\u007e]{0,1023}$/;
 /**
@@ -40,7 +40,7 @@ export const REGISTRY_SERVER_PATTERN = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::
 export const VOLUME_PATTERN = /^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,127}|\/[^:\u0000-\u001f]{0,1023}):\/[^:\u0000-\u001f]{0,1023}(?::(?:ro|rw))?$/;
 /** Strings that reach argv, credentials or names: no control characters at all. */
 // eslint-disable-next-line no-control-regex -- refusing control characters is the point
-export const PRINTABLE_PATTERN = /^[^\u0000-\u001f\u007f\uD800-\uDFFF]*$/;
+export const PRINTABLE_PATTERN = /^[^\u0000-\u001f\u007f\uD800-\uDFFF]*$/u;
 /** Deployment ids as stored: the decimal form of the platform's int32, or an operator id. */
 export const DEPLOYMENT_ID_PATTERN = /^(?:[1-9][0-9]{0,9}|op-[a-z0-9-]{1,64})$/;
 

@@ -311,6 +311,15 @@ export class DesiredStore {
     const k = appKeyString(key);
     if (this.lastGoodHash.get(k) === hash) return;
     const copy = this.lastGoodPathFor(key);
+    if (!this.lastGoodHash.has(k)) {
+      // First sight since start-up: the copy on disk is usually current already (reading is far
+      // cheaper than an fsync'd rewrite of every copy at every start).
+      const existing = await readSmallFile(copy).catch(() => undefined);
+      if (existing !== undefined && contentHash(existing) === hash) {
+        this.lastGoodHash.set(k, hash);
+        return;
+      }
+    }
     await ensureDir(path.dirname(copy));
     await writeFileAtomic(copy, text);
     this.lastGoodHash.set(k, hash);

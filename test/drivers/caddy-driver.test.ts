@@ -5,6 +5,7 @@
  * Each test works in a Caddy server of its own (`caddyServer()`), so parallel test files never collide.
  */
 import http from 'node:http';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { hostCallCounts } from '../../src/core/hostcalls.ts';
@@ -259,6 +260,36 @@ describe('caddy driver (real Caddy 2.6.2)', () => {
     ];
     for (const verb of verbs) await expect(verb()).rejects.toMatchObject({ code: 'E_CADDY_UNAVAILABLE' });
     expect(await obs.observe()).toMatchObject({ unavailable: true, code: 'E_CADDY_UNAVAILABLE' });
+  });
+
+  it('an admin API on a unix socket (`unix:/path`) works the same', async () => {
+    const dir = await tempDir('caddyu');
+    const own = await startCaddy({ dir: path.join(dir, 'c'), serverName: 'crate' });
+    cleanupAfter(() => own.stop());
+    const sock = path.join(dir, 'admin.sock');
+    const { request } = await import('undici');
+    const load = await request(`${own.adminUrl}/load`, {
+      method: 'POST',
+      reset: true,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ admin: { listen: `unix/${sock}`, config: { persist: false } } }),
+    });
+    expect(load.statusCode, await load.body.text()).toBe(200);
+    const listen = await freePort();
+    const drv = createCaddyDriver({ admin: `unix:${sock}`, server: 'crate', serverSettings: { listen: [`127.0.0.1:${listen}`], gracePeriodMs: 2_000, disableAutomaticHttps: true } });
+    const obs = createCaddyObserver(`unix:${sock}`, 'crate');
+    cleanupAfter(async () => {
+      await drv.close();
+      await obs.close();
+    });
+    const key = appKey(1);
+    const up = await upstream('unix-admin');
+    await waitFor('admin on the unix socket', async () => !(await obs.observe()).unavailable, 5_000);
+    expect(await drv.upsertRoute(key, `u.${key.team}.test`, [up])).toEqual({ changed: true });
+    expect(await via(listen, `u.${key.team}.test`)).toBe('200 unix-admin');
+    expect(await drv.moveDomain(key, `u.${key.team}.test`, `v.${key.team}.test`)).toEqual({ changed: true });
+    expect(await obs.observe()).toMatchObject({ serverExists: true, routes: [{ key, domains: [`v.${key.team}.test`], ports: [up] }] });
+    expect((await drv.upstreamCounts()).map((u) => u.port)).toContain(up);
   });
 
   it('Caddy restarted with an empty config: upserts recreate the server and every route', async () => {

@@ -339,6 +339,15 @@ describe('systemd driver + observer on a real user manager', () => {
     expect(hasCode(err, 'E_SYSTEMCTL'), String(err)).toBe(true);
     expect((err as Error).message).toMatch(/ghost/);
 
+    // Type=exec: a program that cannot be executed fails the start instead of "starting" forever.
+    const missing = unitName(r.key, 'missing');
+    await r.driver.writeUnits([r.spec('missing', { argv: ['/nonexistent/bin/server'] })]);
+    await r.driver.daemonReload();
+    const startErr = await r.driver.start([missing]).then(() => undefined, (e: unknown) => e);
+    expect(hasCode(startErr, 'E_SYSTEMCTL'), String(startErr)).toBe(true);
+    const failed = (await observed(r)).find((u) => u.unit === missing);
+    expect(failed?.state === 'failed' || failed?.state === 'starting', JSON.stringify(failed)).toBe(true);
+
     const fake = path.join(appsDir, 'hung-systemctl');
     await writeFile(fake, '#!/bin/sh\nexec sleep 30\n', { mode: 0o755 });
     const t0 = performance.now();
@@ -348,7 +357,7 @@ describe('systemd driver + observer on a real user manager', () => {
 
     await expect(r.driver.start(['sshd.service'])).rejects.toSatisfy((e) => hasCode(e, 'E_INVALID_UNIT_FIELD'));
     await expect(r.driver.writeUnits([r.spec('x', { argv: ['node', 'a\nExecStartPre=/bin/false'] })])).rejects.toSatisfy((e) => hasCode(e, 'E_INVALID_UNIT_FIELD'));
-    expect((await readdir(r.driver.unitDir)).filter((f) => f.includes(r.key.team))).toEqual([]);
+    expect((await readdir(r.driver.unitDir)).filter((f) => f.includes(r.key.team))).toEqual([missing]);
   });
 
   it('observer cost is one systemctl call for 1 and for 50 apps', async () => {

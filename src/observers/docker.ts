@@ -25,6 +25,8 @@ export interface ObservedContainer {
   status: string;
   /** From the status line's `(healthy)` / `(unhealthy)` / `(health: starting)`; `none` without HEALTHCHECK. */
   health: ContainerHealth;
+  /** Exit code of an exited container, from the status line `Exited (N) …`; undefined otherwise. */
+  exitCode: number | undefined;
   ports: ContainerPort[];
   /** Image reference as created (`repo:tag`). */
   image: string;
@@ -67,6 +69,12 @@ export function healthFromStatus(status: string): ContainerHealth {
   return 'none';
 }
 
+/** The exit code in a status line `Exited (N) 3 seconds ago`. */
+export function exitCodeFromStatus(status: string): number | undefined {
+  const m = /^Exited \((-?[0-9]{1,5})\)/.exec(status);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Turn the list reply into observed containers (pure). */
 export function parseContainerList(list: readonly ListJson[]): ObservedContainer[] {
   return list
@@ -79,6 +87,7 @@ export function parseContainerList(list: readonly ListJson[]): ObservedContainer
         state: containerState(c.State),
         status: c.Status,
         health: healthFromStatus(c.Status),
+        exitCode: exitCodeFromStatus(c.Status),
         ports: (c.Ports ?? [])
           .filter((p) => p.PublicPort !== undefined)
           .map((p) => ({ hostIp: p.IP ?? '', hostPort: p.PublicPort as number, containerPort: p.PrivatePort, protocol: p.Type })),

@@ -85,7 +85,7 @@ describe('docker driver (real dockerd)', () => {
     await docker.stop(name, 5);
     await docker.stop(name, 5); // 304: already stopped
     seen = await mine(key.team);
-    expect(seen[0]?.state).toBe('exited');
+    expect(seen[0]).toMatchObject({ state: 'exited', exitCode: 0 });
 
     await docker.remove(name);
     await docker.remove(name); // 404: already gone

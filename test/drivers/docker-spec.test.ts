@@ -19,7 +19,7 @@ import {
 } from '../../src/drivers/docker-spec.ts';
 import type { ContainerSpec } from '../../src/drivers/docker-spec.ts';
 import { pullOutcome } from '../../src/drivers/docker.ts';
-import { healthFromStatus, parseContainerList } from '../../src/observers/docker.ts';
+import { exitCodeFromStatus, healthFromStatus, parseContainerList } from '../../src/observers/docker.ts';
 
 const codeOf = (f: () => unknown): string | undefined => {
   try {
@@ -231,6 +231,8 @@ describe('container list parsing', () => {
     expect(healthFromStatus('Up 3 seconds (unhealthy)')).toBe('unhealthy');
     expect(healthFromStatus('Up 1 second (health: starting)')).toBe('starting');
     expect(healthFromStatus('Exited (0) 2 seconds ago')).toBe('none');
+    expect(exitCodeFromStatus('Exited (137) 2 seconds ago')).toBe(137);
+    expect(exitCodeFromStatus('Up 2 seconds')).toBeUndefined();
     const out = parseContainerList([
       {
         Id: 'b',

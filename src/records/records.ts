@@ -211,7 +211,12 @@ export class Records {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
-    this.migrate();
+    try {
+      this.migrate();
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
     this.stmts = {
       byId: this.db.prepare<[string], DeploymentRow>('SELECT * FROM deployments WHERE id = ?'),
       latestForApp: this.db.prepare<[string, number, number], DeploymentRow>(

@@ -103,12 +103,20 @@ export interface DockerDriver {
   pull(image: string, tag: string, credentials?: RegistryCredentials, opts?: { ifMissing?: boolean; signal?: AbortSignal }): Promise<PullResult>;
   /** Local image info, undefined when absent. */
   imageInfo(image: string, tag: string): Promise<ImageInfo | undefined>;
-  /** Create (not start) the container of `spec`; no-op when an identical one exists. */
+  /**
+   * Create (not start) the container of `spec`; no-op when an identical one exists (same name, same
+   * config hash, which covers every field of the spec and the image id). Docker labels are immutable:
+   * a changed spec (including `generation`) under the same name is E_CONTAINER_CONFLICT, so give runs
+   * of different specs different names, or remove first.
+   */
   create(spec: ContainerSpec): Promise<CreateResult>;
   start(nameOrId: string): Promise<void>;
   /** SIGTERM, then SIGKILL after `timeoutSec`. */
   stop(nameOrId: string, timeoutSec: number): Promise<void>;
-  /** Force-remove with its anonymous volumes (named volumes stay). */
+  /**
+   * Force-remove with its anonymous volumes (named volumes and bind mounts stay). A running container
+   * is killed (SIGKILL): call `stop` first for a graceful end.
+   */
   remove(nameOrId: string): Promise<void>;
   /** Undefined when no such container. */
   inspect(nameOrId: string): Promise<ContainerInfo | undefined>;

@@ -83,6 +83,7 @@ export const LABELS = {
   version: 'crate.version',
   deployment: 'crate.deployment',
   generation: 'crate.generation',
+  port: 'crate.port',
 } as const;
 
 /**

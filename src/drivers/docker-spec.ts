@@ -223,6 +223,8 @@ export function containerLabels(spec: ContainerSpec): Record<string, string> {
     [LABELS.version]: spec.version,
     [LABELS.deployment]: spec.deployment,
     [LABELS.generation]: String(spec.generation),
+    // The host port is also a label: a stopped container lists no published ports.
+    [LABELS.port]: String(spec.port),
   };
   if (spec.slot !== undefined) labels[LABELS.slot] = spec.slot;
   if (spec.spec !== undefined) labels[SPEC_LABEL] = spec.spec;
@@ -238,6 +240,7 @@ export interface ContainerIdentity {
   deployment: string | undefined;
   generation: number | undefined;
   spec: string | undefined;
+  port: number | undefined;
 }
 
 /** Parse labels back into an identity; undefined when they do not name a valid app and instance. */
@@ -247,6 +250,7 @@ export function identityFromLabels(labels: Readonly<Record<string, string>> | nu
   const instance = labels[LABELS.instance];
   if (!key || instance === undefined || !ID_PATTERN.test(instance)) return undefined;
   const gen = labels[LABELS.generation];
+  const port = labels[LABELS.port];
   return {
     key,
     instance,
@@ -255,6 +259,7 @@ export function identityFromLabels(labels: Readonly<Record<string, string>> | nu
     deployment: labels[LABELS.deployment],
     generation: gen !== undefined && /^[0-9]{1,15}$/.test(gen) ? Number(gen) : undefined,
     spec: labels[SPEC_LABEL],
+    port: port !== undefined && /^[0-9]{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535 ? Number(port) : undefined,
   };
 }
 

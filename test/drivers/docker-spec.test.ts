@@ -168,6 +168,7 @@ describe('create body', () => {
       'crate.version': 'v1.2.3',
       'crate.deployment': '77',
       'crate.generation': '2',
+      'crate.port': '20001',
       [SPEC_LABEL]: 'abc123',
     });
     expect(identityFromLabels(b.Labels as Record<string, string>)).toEqual({
@@ -178,6 +179,7 @@ describe('create body', () => {
       deployment: '77',
       generation: 2,
       spec: 'abc123',
+      port: 20001,
     });
   });
 

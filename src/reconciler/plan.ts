@@ -412,6 +412,20 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
         }
         continue;
       }
+      // Healing restores what was there: a stopped run of an earlier revision (e.g. after a rollback)
+      // is started again rather than rolling the new revision out without a deployment.
+      const earlier = runs
+        .filter((r) => !r.fileMissing && !busy.has(r.port))
+        .sort((a, b) => Number((observed.route?.ports ?? []).includes(b.port)) - Number((observed.route?.ports ?? []).includes(a.port)) || a.port - b.port)[0];
+      if (earlier && !ctx.deploy) {
+        notes.push(`${i.id} runs another revision; the desired one (${desired.version}) waits for a deployment`);
+        keep.add(earlier.name);
+        busy.add(earlier.port);
+        servePorts.push(earlier.port);
+        starts.push(mk(`start ${runLabel(i.id, earlier.version, earlier.port)}`, { type: 'startRun', ...ref(earlier) }, desired.runtime));
+        waits.push({ type: 'waitHealthy', ...ref(earlier) });
+        continue;
+      }
       const port = busy.has(i.port) ? picker.take() : i.port;
       if (port === null) {
         notes.push(`no free port for ${i.id}`);

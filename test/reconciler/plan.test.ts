@@ -197,3 +197,13 @@ describe('plan: delete', () => {
     expect(applyPlan(p, null, obs)).toEqual({ key, runs: [], route: null });
   });
 });
+
+describe('plan: healing after a rollback', () => {
+  it('starts the stopped earlier revision again instead of rolling the failed one out', () => {
+    const d = desired(); // wants spec B (the revision that failed)
+    const obs: ObservedApp = { key, runs: [run('i-blue', 'A', 3001, { state: 'failed' })], route: { domain: 'app.example.com', ports: [3001] } };
+    const p = plan(d, obs, ctx({ deploy: false }), 0);
+    expect(p.actions.map((a) => a.action.type)).toEqual(['startRun', 'waitHealthy']);
+    expect(p.actions[0]?.action).toMatchObject({ instance: 'i-blue', spec: 'A' });
+  });
+});

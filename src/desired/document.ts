@@ -219,7 +219,7 @@ export function redactUrl(url: string): string {
 
 /**
  * The document with every secret replaced by a marker: env values, the registry password and the
- * query part of the asset URL. This is the only form of a document that may appear in a response,
+ * query parts of the asset and callback URLs (signed URLs carry tokens there). This is the only form of a document that may appear in a response,
  * a log line or a record.
  */
 export function summarizeDesired(doc: DesiredApp): DesiredApp {
@@ -228,6 +228,7 @@ export function summarizeDesired(doc: DesiredApp): DesiredApp {
   for (const [k, v] of Object.entries(c.spec.env)) env[k] = redactSecret(v);
   c.spec.env = env;
   if (c.spec.binary) c.spec.binary.asset_url = redactUrl(c.spec.binary.asset_url);
+  c.deployment.callback_url = redactUrl(c.deployment.callback_url);
   if (c.spec.docker?.credentials) c.spec.docker.credentials.password = redactSecret(c.spec.docker.credentials.password);
   return c;
 }

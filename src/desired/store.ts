@@ -212,14 +212,14 @@ export class DesiredStore {
     const abs = path.resolve(file);
     if (!abs.startsWith(this.root + path.sep)) return 'ignored';
     const base = path.basename(abs);
-    if (TEMP_FILE_PATTERN.test(base) || !base.endsWith('.yaml')) return 'ignored';
-    const key = this.keyForPath(abs);
+    if (TEMP_FILE_PATTERN.test(base) || !/\.ya?ml$/.test(base)) return 'ignored';
+    const key = base.endsWith('.yaml') ? this.keyForPath(abs) : undefined;
     if (!key) {
       if (!(await exists(abs))) {
         this.errs.delete(abs);
         return 'ignored';
       }
-      this.report(abs, undefined, 'not at <team>/<environment>/<app>.yaml (team an id, environment and app positive int32)');
+      this.report(abs, undefined, 'not at <team>/<environment>/<app>.yaml (team an id, environment and app positive int32, extension .yaml)');
       return 'invalid';
     }
     return this.lock.run([abs], () => this.load(abs, key));

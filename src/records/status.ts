@@ -6,6 +6,8 @@
  * Beyond API.md's fields: `action` (deploy|start|stop|restart|delete: what the request asked for) and
  * `superseded_by` (the deployment that superseded this one, else null). `kind`, `strategy` and
  * `target_version` are null only for a delete of an app this host has no document for.
+ * `started_at` is when the operator accepted the request (never null); `finished_at` is set when the
+ * status becomes terminal (succeeded, failed, rolled_back, superseded), after which nothing changes.
  */
 import { Type, type Static } from 'typebox';
 import { STRATEGIES } from '../desired/schema.ts';

@@ -122,6 +122,8 @@ describe('versions, redaction, diff', () => {
     expect(s.spec.env.TOKEN).toBe(s.spec.env.SAME);
     expect(s.spec.env.TOKEN).toBe(redactSecret('tok-123'));
     expect(s.spec.binary?.asset_url).toMatch(/^https:\/\/assets\.example\.com\/shop\.tgz\?<redacted:/);
+    const cb = summarizeDesired({ ...doc, deployment: { ...doc.deployment, callback_url: 'https://p.example.com/cb?token=t0k3n' } });
+    expect(cb.deployment.callback_url).toMatch(/^https:\/\/p\.example\.com\/cb\?<redacted:[0-9a-f]{8}>$/);
     const d = sampleDoc({ runtime: 'docker', docker: { image: 'a/b', tag: '1', credentials: { username: 'u', password: 'pw-999' } } });
     delete d.spec.binary;
     expect(JSON.stringify(summarizeDesired(d))).not.toContain('pw-999');

@@ -138,7 +138,7 @@ describe('files written by people and tools', () => {
 
   it('files outside the layout are reported by path; temp and other files are ignored', async () => {
     const s = await DesiredStore.open(dir);
-    for (const rel of ['desired/x.yaml', 'desired/acme/x/1.yaml', 'desired/acme/2/0.yaml', 'desired/a b/2/1.yaml', 'desired/acme/2/3000000000.yaml']) {
+    for (const rel of ['desired/x.yaml', 'desired/acme/2/17.yml', 'desired/acme/x/1.yaml', 'desired/acme/2/0.yaml', 'desired/a b/2/1.yaml', 'desired/acme/2/3000000000.yaml']) {
       await mkdir(path.dirname(path.join(dir, rel)), { recursive: true });
       await writeFile(path.join(dir, rel), 'x: 1');
       expect(await s.reloadFile(path.join(dir, rel)), rel).toBe('invalid');

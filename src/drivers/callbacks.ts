@@ -60,6 +60,8 @@ export interface CallbackStore {
   /** Given up (deadline passed or permanent refusal). */
   markFailed(eventId: string, attempts: number, lastError: string): void | Promise<void>;
   pending(): CallbackDelivery[] | Promise<CallbackDelivery[]>;
+  /** Whether a delivery with this event id was ever saved (for callers that choose their own ids). */
+  has?(eventId: string): boolean | Promise<boolean>;
 }
 
 /** Time source and timers, injectable so tests can drive the schedule. */
@@ -124,7 +126,7 @@ export interface CallbackSender {
    * Queue `document` (JSON-serialised once, here) for `url`. Resolves with the event id as soon as the
    * delivery is persisted. Rejects only for a non-http(s) URL (E_CALLBACK_URL) or a store failure.
    */
-  send(url: string, document: unknown, opts?: { orderKey?: string }): Promise<string>;
+  send(url: string, document: unknown, opts?: { orderKey?: string; eventId?: string }): Promise<string>;
   /** Load pending deliveries from the store and begin sending. Call once. */
   start(): Promise<void>;
   /**
@@ -235,6 +237,7 @@ export interface RecordsOutbox {
     nowMs: number,
     limit?: number,
   ): Array<{ event_id: string; deployment_id: string; url: string; body: string; attempts: number; next_attempt_at: number | null; last_error: string | null; created_at: string }>;
+  getCallback(eventId: string): unknown;
 }
 
 /**
@@ -248,6 +251,7 @@ export function recordsCallbackStore(records: RecordsOutbox, deadlineMs: number 
     markRetry: (id, _attempts, nextAt, lastError) => records.recordCallbackAttempt(id, { delivered: false, error: lastError, next_attempt_at: nextAt }),
     markDelivered: (id) => records.recordCallbackAttempt(id, { delivered: true }),
     markFailed: (id, _attempts, lastError) => records.recordCallbackAttempt(id, { delivered: false, error: lastError, next_attempt_at: null }),
+    has: (id) => records.getCallback(id) !== undefined,
     pending: () =>
       records.dueCallbacks(Number.MAX_SAFE_INTEGER, 1_000_000).map((r) => {
         const createdAt = Date.parse(r.created_at);
@@ -406,7 +410,9 @@ export function createCallbackSender(opts: CallbackSenderOptions): CallbackSende
       }
       if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new CrateError('E_CALLBACK_URL', `callback_url must be http or https: ${url}`);
       const now = clock.now();
-      const eventId = newEventId(now);
+      // A caller-chosen id makes the event idempotent: re-sending it (e.g. after a crash) is a no-op.
+      const eventId = sendOpts.eventId ?? newEventId(now);
+      if (sendOpts.eventId !== undefined && (await store.has?.(sendOpts.eventId))) return eventId;
       const d: CallbackDelivery = {
         eventId,
         url,

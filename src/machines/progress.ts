@@ -7,7 +7,7 @@
  * actions of the finished steps run in reverse order. After the commit point a failure does not roll
  * back (the new version serves); the run ends `failed` and healing finishes the leftovers.
  */
-import type { Action, PlannedAction } from '../reconciler/model.ts';
+import type { Action, ObservedApp, PlannedAction } from '../reconciler/model.ts';
 
 export type StepStatus = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'rolled_back';
 export type RunOutcome = 'succeeded' | 'failed' | 'rolled_back' | 'superseded';
@@ -29,9 +29,16 @@ export interface RunError {
   step: string | null;
 }
 
-/** Everything about a run that must survive a crash. JSON-serialisable. */
+/** What the status document is derived from: the observation the plan started from and its target. */
+export interface RunMeta {
+  start: ObservedApp;
+  target: { spec: string; version: string; slots: Record<string, string | undefined> };
+}
+
+/** Everything about a run that must survive a crash. JSON-serialisable, never a secret. */
 export interface RunContext {
   deploymentId: string;
+  meta: RunMeta | null;
   steps: PlannedAction[];
   records: StepRecord[];
   mode: RunMode;
@@ -53,9 +60,10 @@ export interface RunContext {
 /** How long each kind of action may take (ms). */
 export type StepDeadlines = Record<Action['type'], number>;
 
-export function initialRun(deploymentId: string, steps: PlannedAction[], now: number, deploymentMs: number): RunContext {
+export function initialRun(deploymentId: string, steps: PlannedAction[], now: number, deploymentMs: number, meta: RunMeta | null = null): RunContext {
   return {
     deploymentId,
+    meta,
     steps,
     records: steps.map((s) => ({ id: s.id, name: s.name, status: 'pending', startedAt: null, finishedAt: null, detail: null })),
     mode: 'forward',
@@ -167,4 +175,11 @@ function startRollback(ctx: RunContext, now: number, deadlines: StepDeadlines): 
 /** Ask the run to stop at its next safe point (a newer deployment superseded it). */
 export function requestCancel(ctx: RunContext): RunContext {
   return ctx.outcome ? ctx : { ...ctx, cancelRequested: true };
+}
+
+/** The actions that completed so far, in order: finished forward steps, then finished undo actions. */
+export function completedActions(ctx: RunContext): Action[] {
+  const forward = ctx.steps.filter((s) => ctx.records.find((r) => r.id === s.id)?.status === 'succeeded' || ctx.records.find((r) => r.id === s.id)?.status === 'rolled_back').map((s) => s.action);
+  const undone = ctx.mode === 'rollback' ? ctx.undoQueue.slice(0, ctx.outcome ? ctx.undoQueue.length : ctx.index).map((u) => u.action) : [];
+  return [...forward, ...undone];
 }

@@ -9,7 +9,8 @@ import { describeError } from '../core/errors.ts';
 import { appKeyString, type AppKey } from '../core/identity.ts';
 import type { Plan } from '../reconciler/model.ts';
 import { createDeploymentMachine, restoreDeployment, type DeploymentMachine, type Effects } from './deployment-machine.ts';
-import { advance, initialRun, type RunContext, type RunOutcome, type StepDeadlines, type StepRecord } from './progress.ts';
+import { project, type InstanceView, type TrafficView } from '../reconciler/project.ts';
+import { advance, completedActions, initialRun, type RunContext, type RunMeta, type RunOutcome, type StepDeadlines, type StepRecord } from './progress.ts';
 
 /** The slice of the deployment records the runner uses. */
 export interface RunnerRecords {
@@ -21,6 +22,8 @@ export interface RunnerRecords {
       phase?: string;
       error?: { code: string; message: string } | null;
       steps?: { name: string; status: StepRecord['status']; started_at: string | null; finished_at: string | null; detail: string | null }[];
+      instances?: InstanceView[];
+      traffic?: TrafficView[];
     },
   ): void;
   saveSnapshot(id: string, snapshot: unknown): void;
@@ -64,11 +67,11 @@ export class DeploymentRunner {
   }
 
   /** Start a deployment for `plan`. Throws when the app already runs one (callers check first). */
-  start(key: AppKey, deploymentId: string, plan: Plan): Promise<RunOutcome> {
+  start(key: AppKey, deploymentId: string, plan: Plan, meta: RunMeta | null = null): Promise<RunOutcome> {
     const k = appKeyString(key);
     if (this.running.has(k)) throw new Error(`app ${k} already runs deployment ${this.running.get(k)?.id}`);
     const now = this.deps.now();
-    const ctx = advance(initialRun(deploymentId, plan.actions, now, this.deps.deploymentMs), now, this.deps.deadlines);
+    const ctx = advance(initialRun(deploymentId, plan.actions, now, this.deps.deploymentMs, meta), now, this.deps.deadlines);
     return this.launch(key, deploymentId, { input: ctx });
   }
 
@@ -131,6 +134,7 @@ export class DeploymentRunner {
             phase: ctx.outcome ?? (ctx.mode === 'rollback' ? 'rolling back' : (current?.name ?? 'starting')),
             error: ctx.error ? { code: ctx.error.code, message: ctx.error.step ? `${ctx.error.step}: ${ctx.error.message}` : ctx.error.message } : null,
             steps: ctx.records.map((r) => ({ name: r.name, status: r.status, started_at: iso(r.startedAt), finished_at: iso(r.finishedAt), detail: r.detail })),
+            ...(ctx.meta ? project(ctx.meta.start, completedActions(ctx), ctx.meta.target) : {}),
           });
           if (status !== lastStatus) {
             lastStatus = status;

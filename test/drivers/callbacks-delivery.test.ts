@@ -247,3 +247,18 @@ describe('callback schedule (manual clock)', () => {
     expect(verifySignature('k', 'garbage', '{"a":1}', 1700000000)).toBe(false);
   });
 });
+
+describe('caller-chosen event ids', () => {
+  it('sends an event once however often it is re-sent with the same id', async () => {
+    const store = memoryCallbackStore();
+    const has = (id: string): boolean => store.all.has(id);
+    const sender = createCallbackSender({ store: { ...store, has }, allowPrivateNetworks: ['127.0.0.1/32'] });
+    const a = await sender.send('http://127.0.0.1:9/x', { n: 1 }, { orderKey: 'd1', eventId: 'd1:final' });
+    const b = await sender.send('http://127.0.0.1:9/x', { n: 2 }, { orderKey: 'd1', eventId: 'd1:final' });
+    expect(a).toBe('d1:final');
+    expect(b).toBe('d1:final');
+    expect([...store.all.values()].filter((d) => d.eventId === 'd1:final')).toHaveLength(1);
+    expect(store.all.get('d1:final')?.body).toBe('{"n":1}');
+    await sender.stop();
+  });
+});

@@ -1,4 +1,5 @@
 /** The desired-state document: schema, invariants, YAML round trip, hostile YAML, redaction, diff. */
+import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -139,5 +140,14 @@ describe('versions, redaction, diff', () => {
     expect(diffDesired(undefined, a)).toEqual([{ op: 'add', path: '', value: a }]);
     expect(diffDesired(a, undefined)).toEqual([{ op: 'remove', path: '' }]);
     expect(diffDesired(a, a)).toEqual([]);
+  });
+});
+
+describe('README', () => {
+  it('the example document in src/desired/README.md is valid', () => {
+    const md = readFileSync(new URL('../../src/desired/README.md', import.meta.url), 'utf8');
+    const yaml = md.split('```yaml\n')[1]?.split('```')[0] ?? '';
+    const r = parseDesiredYaml(yaml);
+    expect(r.ok, r.ok ? '' : r.error).toBe(true);
   });
 });

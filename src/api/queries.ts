@@ -131,6 +131,8 @@ export function registerQueries(app: ApiInstance, ctx: ApiContext): void {
       const deadline = setTimeout(finish, maxStreamMs);
       open.add(finish);
       res.on('close', finish);
+      // A write racing a vanished client must end this stream, not the process.
+      res.on('error', finish);
       const cur = records.getRecord(id);
       if (cur) send({ status: cur.status, revision: cur.revision });
     },

@@ -13,15 +13,10 @@ import { constants } from 'node:fs';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { pino } from 'pino';
-import { buildApp } from './api/app.ts';
 import { loadConfig, type OperatorConfig } from './config.ts';
 import { CrateError, describeError } from './core/errors.ts';
-import { appKeyString } from './core/identity.ts';
-import { DesiredStore } from './desired/store.ts';
-import { checkBackends } from './host/reachability.ts';
-import { Records } from './records/records.ts';
-import { startServer, type RunningServer } from './server.ts';
+import { startOperator } from './operator.ts';
+import type { RunningServer } from './server.ts';
 
 /** Flags shared by `serve` and `start`, named as in API.md "Running it". */
 function addSettings(cmd: Command): Command {
@@ -74,39 +69,27 @@ export async function ensureTokenFile(stateDir: string): Promise<{ token: string
 }
 
 /**
- * The composition root: open the desired-state store and the records under the state dir, build the
- * app, listen. The server shuts down on SIGINT/SIGTERM and then closes the records.
- *
- * Not wired yet (later issues): the reconcile loop (`onDesiredChange` only logs that a document
- * changed, so accepted deployments stay `pending`) and the Caddy driver (`moveDomain` answers 503).
+ * Run the operator (operator.ts, the composition root) until SIGINT/SIGTERM: then stop accepting
+ * requests, stop the loop (deployments in flight resume on the next start) and close the records.
  */
 export async function runOperator(config: OperatorConfig, log: (line: string) => void): Promise<RunningServer> {
-  const logger = pino({ level: process.env.CRATE_LOG_LEVEL ?? 'info' });
-  const store = await DesiredStore.open(config.stateDir, { logger });
-  const records = Records.open(config.stateDir);
-  let server: RunningServer;
-  try {
-    const app = await buildApp({
-      config,
-      checkBackends: () => checkBackends(config),
-      logger: { level: process.env.CRATE_LOG_LEVEL ?? 'info' },
-      store,
-      records,
-      onDesiredChange: (key) => logger.info({ app: appKeyString(key) }, 'desired state changed (reconcile loop not wired yet)'),
-      moveDomain: () => Promise.reject(new CrateError('E_CADDY_UNAVAILABLE', 'domain updates need the Caddy driver, which is not wired into this build yet')),
-    });
-    server = await startServer(app, config, {
-      onClose: () => {
-        records.close();
-        return Promise.resolve();
-      },
-    });
-  } catch (err) {
-    records.close();
-    throw err;
+  const op = await startOperator(config);
+  const server = op.server as RunningServer;
+  let resolveClosed: () => void = () => undefined;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+  const close = async (): Promise<void> => {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    await op.stop();
+    resolveClosed();
+  };
+  function onSignal(): void {
+    void close();
   }
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   log(`crate-operator listening on ${server.url} (server id ${config.serverId}, state ${config.stateDir})`);
-  return server;
+  return { url: server.url, closed, close };
 }
 
 /** Parse `argv` (as process.argv) and run the command. Resolves with the exit code once the server stopped. */

@@ -23,6 +23,10 @@ export interface OperatorConfig {
   /** `http://host:port` or `unix:/path`. */
   caddyAdmin: string;
   caddyServer: string;
+  /** Listen addresses of the Caddy server the operator creates when it is missing (e.g. `:80`). */
+  caddyListen: string[];
+  /** Caddy's `grace_period` when the operator creates the server: how long a reload waits for in-flight requests. */
+  caddyGraceMs: number;
   serverId: string;
   callbackSecret: string | undefined;
   surgePorts: { from: number; to: number };
@@ -58,6 +62,7 @@ const SETTINGS = {
   dockerSocket: { flag: 'dockerSocket', env: 'CRATE_DOCKER_SOCKET', file: 'docker_socket' },
   caddyAdmin: { flag: 'caddyAdmin', env: 'CRATE_CADDY_ADMIN', file: 'caddy_admin' },
   caddyServer: { flag: 'caddyServer', env: 'CRATE_CADDY_SERVER', file: 'caddy_server' },
+  caddyListen: { flag: 'caddyListen', env: 'CRATE_CADDY_LISTEN', file: 'caddy_listen' },
   serverId: { flag: 'serverId', env: 'CRATE_SERVER_ID', file: 'server_id' },
   callbackSecret: { flag: 'callbackSecret', env: 'CRATE_CALLBACK_SECRET', file: 'callback_secret' },
   surgePorts: { flag: 'surgePorts', env: 'CRATE_SURGE_PORTS', file: 'surge_ports' },
@@ -189,6 +194,13 @@ export function loadConfig(sources: ConfigSources = {}): OperatorConfig {
     dockerSocket: raw('dockerSocket') ?? d.dockerSocket ?? '/var/run/docker.sock',
     caddyAdmin: caddyAdmin.replace(/\/$/, ''),
     caddyServer,
+    caddyListen: ((): string[] => {
+      const r = raw('caddyListen');
+      const list = r === undefined ? (d.caddyListen ?? [':80']) : r.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+      for (const a of list) if (!/^[A-Za-z0-9.:[\]-]*:[0-9]{1,5}$/.test(a)) fail('caddy_listen', `not a listen address: ${JSON.stringify(a)}`);
+      return list;
+    })(),
+    caddyGraceMs: d.caddyGraceMs ?? 30_000,
     serverId,
     callbackSecret: raw('callbackSecret') ?? d.callbackSecret,
     surgePorts: ((): { from: number; to: number } => {

@@ -92,9 +92,14 @@ Bodies are JSON (\`application/json\`, else 415) of at most 1 MiB (else 413). Ev
 that would be written and its diff, changing nothing; a re-sent \`deployment_id\` with the same body
 answers the same 202 again, with a different body 409.`;
 
+function isLoggerInstance(l: unknown): l is FastifyBaseLogger {
+  return typeof l === 'object' && l !== null && typeof (l as { child?: unknown }).child === 'function' && typeof (l as { info?: unknown }).info === 'function';
+}
+
 export async function buildApp(deps: AppDeps): Promise<ApiInstance> {
   const app = Fastify({
-    logger: deps.logger ?? false,
+    // A logger instance (pino, with the operator's redaction) goes in as `loggerInstance`; options as `logger`.
+    ...(isLoggerInstance(deps.logger) ? { loggerInstance: deps.logger } : { logger: deps.logger ?? false }),
     bodyLimit: 1024 * 1024,
     genReqId: () => randomUUID(),
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, useDefaults: false } },

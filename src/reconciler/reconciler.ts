@@ -1,0 +1,313 @@
+/**
+ * The reconciler: for one app key, read the document in force and the latest deployment record, take
+ * the host snapshot of the pass, plan, and either hand the plan to a deployment machine (a pending
+ * deployment, or a document edited by hand that introduces a new revision) or heal directly (recorded
+ * as a heal event). Everything that enqueues work calls `trigger(key)`; nothing else acts on the host.
+ */
+import type { FSWatcher } from 'chokidar';
+import type { OperatorConfig } from '../config.ts';
+import { describeError } from '../core/errors.ts';
+import { appKeyString, parseAppKey, type AppKey } from '../core/identity.ts';
+import type { DesiredApp } from '../desired/document.ts';
+import type { DesiredStore } from '../desired/store.ts';
+import type { CallbackSender } from '../drivers/callbacks.ts';
+import { DeploymentRunner } from '../machines/runner.ts';
+import { ACTION_TYPES, type EffectInput } from '../machines/deployment-machine.ts';
+import type { StepDeadlines } from '../machines/progress.ts';
+import type { Records } from '../records/records.ts';
+import { toDesiredModel } from './desired-model.ts';
+import { bindEffects, type EffectDrivers } from './effects.ts';
+import { ReconcileLoop, type Outcome } from './loop.ts';
+import type { Action, ObservedApp, Plan } from './model.ts';
+import { observeHost, type HostObservers, type HostSnapshot } from './observe.ts';
+import { plan } from './plan.ts';
+import { watchDesired } from './watch.ts';
+
+export interface Logger {
+  info(o: object, m: string): void;
+  warn(o: object, m: string): void;
+  error(o: object, m: string): void;
+}
+
+export interface ReconcilerDeps {
+  config: OperatorConfig;
+  store: DesiredStore;
+  records: Records;
+  observers: HostObservers;
+  drivers: EffectDrivers;
+  callbacks: Pick<CallbackSender, 'send'>;
+  log: Logger;
+  now?: () => number;
+  /** Watch state/desired for hand edits (off in some tests). Default true. */
+  watch?: boolean;
+  /** Per-pass hook (metrics): duration, host calls are counted by the drivers themselves. */
+  onPass?: (key: string, outcome: Outcome, ms: number) => void;
+  onHeal?: (key: string, plan: Plan) => void;
+}
+
+/** A heal the reconciler carried out, for `GET /v1/apps` and logs. */
+export interface HealEvent {
+  at: string;
+  steps: string[];
+  outcome: 'healed' | 'failed';
+  error?: { code: string; message: string };
+}
+
+/** How long each kind of step may take. */
+export function stepDeadlines(cfg: OperatorConfig): StepDeadlines {
+  const stop = (cfg.stopTimeoutSec + 30) * 1000;
+  return {
+    fetchRelease: 5 * 60_000,
+    pullImage: 10 * 60_000,
+    createRun: 10 * 60_000,
+    startRun: 60_000,
+    restartRun: stop + 60_000,
+    waitHealthy: cfg.deadlines.healthyMs,
+    setRoute: 30_000,
+    drain: cfg.deadlines.drainMs,
+    stopRun: stop,
+    removeRun: stop,
+    removeRoute: 30_000,
+    removeFiles: 60_000,
+  };
+}
+
+const emptyApp = (key: AppKey): ObservedApp => ({ key, runs: [], route: null });
+
+export class Reconciler {
+  readonly loop: ReconcileLoop<HostSnapshot>;
+  readonly runner: DeploymentRunner;
+  private last: HostSnapshot | null = null;
+  private readonly heals = new Map<string, HealEvent>();
+  private readonly now: () => number;
+  private readonly deadlines: StepDeadlines;
+  private watcher: FSWatcher | null = null;
+  /** Apps whose document was deleted while the operator watched (a GitOps prune): they are removed. */
+  private readonly pruned = new Set<string>();
+
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.now = deps.now ?? Date.now;
+    this.deadlines = stepDeadlines(deps.config);
+    this.runner = new DeploymentRunner({
+      records: {
+        status: (id) => deps.records.get(id),
+        update: (id, patch) => void deps.records.update(id, patch),
+        saveSnapshot: (id, s) => deps.records.saveSnapshot(id, s),
+        loadSnapshot: (id) => deps.records.loadSnapshot(id),
+        deleteSnapshot: (id) => deps.records.deleteSnapshot(id),
+        unfinished: () => deps.records.active().map((r) => ({ id: r.status.deployment_id, key: r.key })),
+      },
+      effectsFor: (key) => bindEffects(deps.drivers, key, () => deps.store.get(key)),
+      notify: (id, eventId) => this.notify(id, eventId),
+      onFinished: (key) => this.trigger(key),
+      now: this.now,
+      deadlines: this.deadlines,
+      deploymentMs: deps.config.deadlines.deploymentMs,
+      log: deps.log,
+    });
+    this.loop = new ReconcileLoop<HostSnapshot>({
+      observe: () => this.observe(),
+      keys: () => this.keys(),
+      reconcile: (key, snap) => this.reconcile(key, snap),
+      concurrency: deps.config.concurrency,
+      resyncMs: deps.config.resyncMs,
+      onSettled: (key, outcome, ms) => {
+        if (outcome.kind === 'retry' || outcome.kind === 'terminal') deps.log.warn({ app: key, outcome: outcome.kind, error: outcome.error }, 'reconcile did not converge');
+        deps.onPass?.(key, outcome, ms);
+      },
+    });
+  }
+
+  /** Resume interrupted deployments, start the loop (every app once) and the file watcher. */
+  async start(): Promise<void> {
+    void this.runner.resumeAll();
+    if (this.deps.watch !== false) {
+      this.watcher = await watchDesired({
+        root: this.deps.store.root,
+        reloadFile: (f) => this.deps.store.reloadFile(f),
+        keyForPath: (f) => this.deps.store.keyForPath(f),
+        trigger: (key, outcome) => {
+          if (outcome === 'removed') this.pruned.add(appKeyString(key));
+          this.trigger(key);
+        },
+        log: this.deps.log,
+      });
+    }
+    await this.loop.start();
+  }
+
+  /** Stop the loop and watcher; running deployments stop where they are and resume on the next start. */
+  async stop(): Promise<void> {
+    this.loop.stop();
+    await this.watcher?.close();
+    this.runner.stopAll();
+  }
+
+  trigger(key: AppKey): void {
+    this.loop.trigger(appKeyString(key));
+  }
+
+  /** The last observation of one app and its last heal, for `GET /v1/apps` (no secrets). */
+  observedView(key: AppKey): unknown {
+    const k = appKeyString(key);
+    if (!this.last) return undefined;
+    const app = this.last.apps.get(k);
+    return {
+      observed_at: new Date(this.last.at).toISOString(),
+      unavailable: this.last.unavailable,
+      runs: (app?.runs ?? []).map((r) => ({ instance_id: r.instance, revision: r.spec, port: r.port, version: r.version, state: r.state, runtime: r.runtime, name: r.name })),
+      route: app?.route ?? null,
+      deployment_running: this.runner.activeFor(key) ?? null,
+      last_heal: this.heals.get(k) ?? null,
+    };
+  }
+
+  /** The plan a document would get now (dry run): nothing is changed. `doc` undefined = deletion. */
+  async planFor(key: AppKey, doc: DesiredApp | undefined): Promise<Plan> {
+    const snap = await this.observe();
+    const observed = this.fillPorts(snap.apps.get(appKeyString(key)) ?? emptyApp(key), doc);
+    return plan(doc ? toDesiredModel(doc) : null, observed, { usedPorts: snap.usedPorts, surgePorts: this.deps.config.surgePorts, availability: snap.availability, deploy: true }, this.now());
+  }
+
+  /** A plan for every app with a document or a footprint on the host (the `diff` command). */
+  async planAll(): Promise<Plan[]> {
+    const snap = await this.observe();
+    const keys = new Set([...this.deps.store.list().map((d) => appKeyString({ team: d.metadata.team, env: d.metadata.environment, app: d.metadata.app })), ...snap.apps.keys()]);
+    const out: Plan[] = [];
+    for (const k of [...keys].sort()) {
+      const key = parseAppKey(k);
+      if (!key) continue;
+      const doc = this.deps.store.get(key);
+      const observed = this.fillPorts(snap.apps.get(k) ?? emptyApp(key), doc);
+      out.push(plan(doc ? toDesiredModel(doc) : null, observed, { usedPorts: snap.usedPorts, surgePorts: this.deps.config.surgePorts, availability: snap.availability, deploy: false }, this.now()));
+    }
+    return out;
+  }
+
+  private async observe(): Promise<HostSnapshot> {
+    const snap = await observeHost(this.deps.observers, this.now);
+    this.last = snap;
+    return snap;
+  }
+
+  private keys(): string[] {
+    const keys = new Set<string>();
+    for (const d of this.deps.store.list()) keys.add(appKeyString({ team: d.metadata.team, env: d.metadata.environment, app: d.metadata.app }));
+    if (this.last) for (const k of this.last.apps.keys()) keys.add(k);
+    for (const r of this.deps.records.active()) keys.add(appKeyString(r.key));
+    return [...keys];
+  }
+
+  /** Runs whose port could not be observed (unit file and description gone) take their instance's port. */
+  private fillPorts(app: ObservedApp, doc: DesiredApp | undefined): ObservedApp {
+    if (!app.runs.some((r) => r.port === 0)) return app;
+    return { ...app, runs: app.runs.map((r) => (r.port === 0 ? { ...r, port: doc?.spec.instances[r.instance]?.port ?? 0 } : r)).filter((r) => r.port !== 0) };
+  }
+
+  private notify(deploymentId: string, eventId: string): void {
+    const rec = this.deps.records.getRecord(deploymentId);
+    if (!rec?.callback_url) return;
+    this.deps.callbacks.send(rec.callback_url, rec.status, { orderKey: deploymentId, eventId }).catch((err: unknown) => {
+      this.deps.log.warn({ deployment: deploymentId, err: describeError(err) }, 'cannot queue callback');
+    });
+  }
+
+  /** One reconcile of one app against the pass's snapshot. */
+  private async reconcile(keyStr: string, snap: HostSnapshot): Promise<Outcome> {
+    const key = parseAppKey(keyStr);
+    if (!key) return { kind: 'terminal', error: { code: 'E_BAD_KEY', message: `not an app key: ${keyStr}` } };
+    const running = this.runner.activeFor(key);
+    const latest = this.deps.records.latestForApp(key);
+    if (running) {
+      // A newer deployment was accepted: ask the running one to stop at its next safe point.
+      if (latest && latest.status.deployment_id !== running) this.runner.cancel(key);
+      return { kind: 'done' };
+    }
+    const doc = this.deps.store.get(key);
+    const observed = this.fillPorts(snap.apps.get(keyStr) ?? emptyApp(key), doc);
+    let pending = latest && (latest.status.status === 'pending' || latest.status.status === 'in_progress') ? latest : undefined;
+
+    if (doc && !pending && !this.deps.records.getRecord(doc.deployment.id)) {
+      // A document written by hand (GitOps) names a deployment the operator never saw: record it.
+      const res = this.deps.records.accept({
+        id: doc.deployment.id,
+        key,
+        action: 'deploy',
+        kind: doc.spec.runtime,
+        model: doc.spec.model,
+        strategy: doc.spec.strategy,
+        target_version: doc.spec.version,
+        callback_url: doc.deployment.callback_url,
+        request_hash: null,
+        endpoint: 'state/desired (file)',
+        response: {},
+      });
+      if (res.outcome === 'created') pending = res.record;
+    }
+
+    if (!doc) {
+      const deleting = pending?.status.action === 'delete' || this.pruned.has(keyStr) || latest?.status.action === 'delete';
+      if (!deleting) {
+        if (observed.runs.length > 0 || observed.route) {
+          // Never remove what we cannot account for: no document and no delete request.
+          this.deps.log.warn({ app: keyStr }, 'app found on the host without a document or a delete request: left alone');
+        }
+        return { kind: 'done' };
+      }
+    }
+
+    const desired = doc ? toDesiredModel(doc) : null;
+    const p = plan(desired, observed, { usedPorts: snap.usedPorts, surgePorts: this.deps.config.surgePorts, availability: snap.availability, deploy: pending !== undefined }, this.now());
+    const blocked = Object.entries(snap.unavailable).filter(([c]) => p.notes.some((n) => n.includes(c)));
+    if (p.actions.length === 0 && blocked.length > 0) {
+      return { kind: 'retry', error: { code: 'E_COMPONENT_UNAVAILABLE', message: blocked.map(([c, m]) => `${c}: ${m}`).join('; ') } };
+    }
+
+    if (pending) {
+      const id = pending.status.deployment_id;
+      if (p.actions.length === 0) {
+        this.deps.records.update(id, { status: 'succeeded', phase: 'succeeded', steps: [] });
+        this.notify(id, `${id}:final`);
+        if (!doc) this.pruned.delete(keyStr);
+        return { kind: 'done' };
+      }
+      const slots = Object.fromEntries(Object.entries(doc?.spec.instances ?? {}).map(([iid, i]) => [iid, i.slot]));
+      void this.runner.start(key, id, p, { start: observed, target: { spec: desired?.spec ?? '', version: desired?.version ?? '', slots } });
+      return { kind: 'done' };
+    }
+
+    if (p.actions.length === 0) {
+      if (!doc) this.pruned.delete(keyStr);
+      return { kind: 'done' };
+    }
+    return this.heal(key, keyStr, p, doc);
+  }
+
+  /** Carry out a heal plan directly, step by step; the first failure ends it (retried with backoff). */
+  private async heal(key: AppKey, keyStr: string, p: Plan, doc: DesiredApp | undefined): Promise<Outcome> {
+    const effects = bindEffects(this.deps.drivers, key, () => doc);
+    const ac = new AbortController();
+    const done: string[] = [];
+    try {
+      for (const step of p.actions) {
+        const deadlineAt = this.now() + this.deadlines[step.action.type];
+        const run = effects[step.action.type] as (i: EffectInput<Action>) => Promise<string | void>;
+        await run({ action: step.action, deadlineAt, deploymentId: `heal-${this.now()}`, signal: ac.signal });
+        done.push(step.name);
+      }
+    } catch (err) {
+      const error = describeError(err);
+      this.heals.set(keyStr, { at: new Date(this.now()).toISOString(), steps: done, outcome: 'failed', error });
+      this.deps.log.warn({ app: keyStr, state: 'heal_failed', steps: done, error }, 'heal failed');
+      this.deps.onHeal?.(keyStr, p);
+      return { kind: 'retry', error };
+    }
+    this.heals.set(keyStr, { at: new Date(this.now()).toISOString(), steps: done, outcome: 'healed' });
+    this.deps.log.info({ app: keyStr, state: p.kind === 'delete' ? 'removed' : 'healed', was: 'drifted', steps: done }, p.kind === 'delete' ? 'app removed' : 'drift healed');
+    this.deps.onHeal?.(keyStr, p);
+    if (p.kind === 'delete') this.pruned.delete(keyStr);
+    return { kind: 'done' };
+  }
+}
+
+export { ACTION_TYPES };

@@ -25,6 +25,15 @@ export interface TestOperator {
   viaCaddy(domain: string, p?: string): Promise<{ status: number; text: string }>;
 }
 
+/** The deadlines of test operators: fast probes, short health and drain deadlines. */
+export const e2eDeadlines: OperatorConfig['deadlines'] = {
+  ...loadConfig({ env: {}, flags: {} }).deadlines,
+  probeIntervalMs: 100,
+  probeTimeoutMs: 1_000,
+  healthyMs: 8_000,
+  drainMs: 2_000,
+};
+
 export async function startTestOperator(over: Partial<OperatorConfig> = {}): Promise<TestOperator> {
   const host = getTestHost();
   const stateDir = await tempDir();
@@ -46,7 +55,9 @@ export async function startTestOperator(over: Partial<OperatorConfig> = {}): Pro
     resyncMs: 2_000,
     stopTimeoutSec: 5,
     allowPrivateNetworks: ['127.0.0.0/8'],
-    deadlines: { ...base.deadlines, probeIntervalMs: 100, probeTimeoutMs: 1_000, healthyMs: 8_000, drainMs: 2_000 },
+    deadlines: e2eDeadlines,
+    // A block of its own below the ephemeral range: parallel operators (and freePort()) never collide.
+    surgePorts: surgeBlock(),
     ...over,
   };
   const op = await startOperator(config, { systemdEnv: systemdEnv(), listen: false, logger: pino({ level: process.env.CRATE_LOG_LEVEL ?? 'warn' }) });
@@ -79,6 +90,12 @@ export async function startTestOperator(over: Partial<OperatorConfig> = {}): Pro
       return { status: res.status, text: res.text };
     },
   };
+}
+
+/** A random 100-port block of 20000-29999 (outside Linux's ephemeral range 32768-60999). */
+export function surgeBlock(): { from: number; to: number } {
+  const from = 20_000 + Math.floor(Math.random() * 100) * 100;
+  return { from, to: from + 99 };
 }
 
 /** Remove every unit, container and route of `team` (units by name, containers by label). */

@@ -330,8 +330,11 @@ function planDeploy(desired: DesiredModel, observed: ObservedApp, ctx: PlanConte
 
   // recreate: the only strategy that drops traffic; it says so.
   const old = active.filter((r) => r.spec !== desired.spec || !targets.some((t) => t.id === r.instance && t.port === r.port));
+  const routedNow = new Set(observed.route?.ports ?? []);
   for (const r of old) {
-    s.add(`stop ${runLabel(r.instance, r.version, r.port)}`, { type: 'stopRun', ...ref(r) }, [
+    // The step name is what the deployment status shows: it says where requests start to fail.
+    const drop = routedNow.has(r.port) ? ' (traffic drops until the new version serves)' : '';
+    s.add(`stop ${runLabel(r.instance, r.version, r.port)}${drop}`, { type: 'stopRun', ...ref(r) }, [
       { type: 'startRun', ...ref(r) },
       { type: 'waitHealthy', ...ref(r) },
     ]);

@@ -128,6 +128,8 @@ describe('plan: recreate', () => {
     expect(p.dropsTraffic).toBe(true);
     expect(p.notes.join()).toMatch(/recreate/);
     expect(p.actions[1]?.undo.map((u) => u.type)).toEqual(['startRun', 'waitHealthy']);
+    // The status shows step names: the stop of a routed run says that traffic drops there.
+    expect(p.actions[1]?.name).toBe('stop a v1 on :4000 (traffic drops until the new version serves)');
   });
 });
 

@@ -13,7 +13,8 @@ import { describeError } from '../core/errors.ts';
 import type { AppKey } from '../core/identity.ts';
 import { createCaddyAdmin } from '../drivers/caddy.ts';
 import type { CaddyAdmin } from '../drivers/caddy.ts';
-import { dialPort, parseRouteId, routeDials, routeDomains } from '../drivers/caddy-routes.ts';
+import { isDeepStrictEqual } from 'node:util';
+import { DEFAULT_PROXY, dialPort, parseRouteId, routeDials, routeDomains, routeJson, type ProxySettings } from '../drivers/caddy-routes.ts';
 
 /** One operator route. */
 export interface ObservedCaddyRoute {
@@ -27,6 +28,13 @@ export interface ObservedCaddyRoute {
   dials: string[];
   /** Loopback ports of `dials` (dials that are not `127.0.0.1:<port>` are left out). */
   ports: number[];
+  /**
+   * How the route differs from what the operator writes for its first host and these ports, in words
+   * (`host <h>` for an extra host, `upstream <dial>` for a dial that is not `127.0.0.1:<port>`,
+   * `route settings` for any other edit, `duplicate route`); empty when it is exactly as written.
+   * Ports alone cannot show these edits, so the planner rewrites any route with drift.
+   */
+  drift: string[];
 }
 
 export interface CaddySnapshot {
@@ -48,8 +56,25 @@ export interface CaddyUnavailable {
 
 export type CaddyObservation = CaddySnapshot | CaddyUnavailable;
 
-/** Turn a server object (or undefined when missing) into a snapshot (pure). */
-export function parseServer(server: unknown): CaddySnapshot {
+/** What makes `route` differ from the operator's rendering of it (see ObservedCaddyRoute.drift). */
+function routeDrift(route: unknown, key: AppKey, domains: string[], dials: string[], ports: number[], proxy: ProxySettings): string[] {
+  const out = [...domains.slice(1).map((h) => `host ${h}`), ...dials.filter((d) => !/^127\.0\.0\.1:[0-9]{1,5}$/.test(d)).map((d) => `upstream ${d}`)];
+  if (out.length > 0) return out;
+  let rendered: unknown;
+  try {
+    rendered = routeJson(key, domains[0] ?? '', ports, proxy);
+  } catch {
+    // No host or no upstream: nothing the operator would write.
+    return ['route settings'];
+  }
+  return isDeepStrictEqual(route, rendered) ? [] : ['route settings'];
+}
+
+/**
+ * Turn a server object (or undefined when missing) into a snapshot (pure). `proxy` are the settings
+ * the operator's Caddy driver renders routes with (drift is measured against them).
+ */
+export function parseServer(server: unknown, proxy: ProxySettings = DEFAULT_PROXY): CaddySnapshot {
   if (server === undefined || server === null || typeof server !== 'object') {
     return { unavailable: false, serverExists: false, routes: [], duplicateIds: [], foreignRoutes: 0 };
   }
@@ -68,30 +93,31 @@ export function parseServer(server: unknown): CaddySnapshot {
     if (seen.has(id)) dup.add(id);
     seen.add(id);
     const dials = routeDials(r);
-    routes.push({
-      id,
-      key,
-      index,
-      domains: routeDomains(r),
-      dials,
-      ports: dials.map(dialPort).filter((p): p is number => p !== undefined),
-    });
+    const domains = routeDomains(r);
+    const ports = dials.map(dialPort).filter((p): p is number => p !== undefined);
+    routes.push({ id, key, index, domains, dials, ports, drift: routeDrift(r, key, domains, dials, ports, proxy) });
   });
+  for (const r of routes) if (dup.has(r.id)) r.drift.push('duplicate route');
   return { unavailable: false, serverExists: true, routes, duplicateIds: [...dup].sort(), foreignRoutes: foreign };
 }
 
 /** Observe server `server` through `admin` (one request). */
-export async function observeCaddy(admin: CaddyAdmin, server: string): Promise<CaddyObservation> {
+export async function observeCaddy(admin: CaddyAdmin, server: string, proxy: ProxySettings = DEFAULT_PROXY): Promise<CaddyObservation> {
   try {
     const { value } = await admin.read(`/config/apps/http/servers/${encodeURIComponent(server)}`);
-    return parseServer(value);
+    return parseServer(value, proxy);
   } catch (err) {
     return { unavailable: true, ...describeError(err) };
   }
 }
 
-/** An observer bound to config.caddyAdmin and config.caddyServer. */
-export function createCaddyObserver(adminAddress: string, server: string, opts: { timeoutMs?: number } = {}): { observe(): Promise<CaddyObservation>; close(): Promise<void> } {
+/** An observer bound to config.caddyAdmin and config.caddyServer; `proxy` as given to the Caddy driver. */
+export function createCaddyObserver(
+  adminAddress: string,
+  server: string,
+  opts: { timeoutMs?: number; proxy?: Partial<ProxySettings> } = {},
+): { observe(): Promise<CaddyObservation>; close(): Promise<void> } {
   const admin = createCaddyAdmin(adminAddress, opts);
-  return { observe: () => observeCaddy(admin, server), close: () => admin.close() };
+  const proxy = { ...DEFAULT_PROXY, ...opts.proxy };
+  return { observe: () => observeCaddy(admin, server, proxy), close: () => admin.close() };
 }

@@ -61,6 +61,12 @@ export interface ObservedRoute {
   domain: string;
   /** Upstream ports on 127.0.0.1, in route order. */
   ports: number[];
+  /**
+   * Hand edits the domain and ports do not show (an extra host, a foreign upstream, edited settings,
+   * a duplicate), in words. Absent or empty: the route is exactly as the operator writes it. Any entry
+   * makes the planner write the route again.
+   */
+  drift?: string[] | undefined;
 }
 
 /** Everything observed about one app in one snapshot. */

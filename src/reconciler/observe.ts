@@ -117,7 +117,7 @@ export function assembleSnapshot(at: number, sd: SystemdObservation, dk: DockerO
     for (const r of cd.routes) {
       const a = appOf(r.key);
       // Duplicated ids: the first copy is the one Caddy matches first; upserting repairs the rest.
-      if (!a.route) a.route = { domain: r.domains[0] ?? '', ports: [...r.ports] };
+      if (!a.route) a.route = { domain: r.domains[0] ?? '', ports: [...r.ports], ...(r.drift.length > 0 ? { drift: [...r.drift] } : {}) };
     }
   }
   return {

@@ -16,6 +16,7 @@ import type {
   DesiredInstance,
   DesiredModel,
   ObservedApp,
+  ObservedRoute,
   ObservedRun,
   Plan,
   PlanContext,
@@ -39,10 +40,13 @@ class Steps {
   readonly list: PlannedAction[] = [];
   routePorts: number[];
   routeDomain: string | null;
+  /** The observed route was edited by hand beyond its domain and ports: the next route step must write it. */
+  private routeDrift: boolean;
 
-  constructor(route: { domain: string; ports: number[] } | null) {
+  constructor(route: ObservedRoute | null) {
     this.routePorts = route ? [...route.ports] : [];
     this.routeDomain = route ? route.domain : null;
+    this.routeDrift = hasDrift(route);
   }
 
   add(name: string, action: Action, undo: Action[] = [], commit = false): void {
@@ -52,14 +56,17 @@ class Steps {
   /** Route the app to exactly `ports` (sorted); no step when that is already so. */
   route(domain: string, ports: number[], commit = false): void {
     const next = sortedPorts(ports);
-    if (this.routeDomain === domain && samePorts(this.routePorts, next)) return;
+    if (this.routeDomain === domain && samePorts(this.routePorts, next) && !this.routeDrift) return;
     const undo: Action[] = this.routeDomain === null ? [{ type: 'removeRoute' }] : [{ type: 'setRoute', domain: this.routeDomain, ports: sortedPorts(this.routePorts) }];
     const where = next.length > 0 ? next.map((p) => `:${p}`).join(', ') : 'no upstream';
     this.add(`route ${domain} → ${where}`, { type: 'setRoute', domain, ports: next }, undo, commit);
     this.routePorts = next;
     this.routeDomain = domain;
+    this.routeDrift = false;
   }
 }
+
+const hasDrift = (route: ObservedRoute | null): boolean => (route?.drift?.length ?? 0) > 0;
 
 /** Picks surge ports: the lowest free ports of the range, never one in use or already handed out. */
 class PortPicker {
@@ -98,7 +105,13 @@ export function diffViews(desired: DesiredModel | null, observed: ObservedApp): 
   }
   const obs = {
     instances: obsInstances,
-    route: observed.route ? { domain: observed.route.domain, upstreams: Object.fromEntries(sortedPorts(observed.route.ports).map((p) => [`127.0.0.1:${p}`, true])) } : null,
+    route: observed.route
+      ? {
+          domain: observed.route.domain,
+          upstreams: Object.fromEntries(sortedPorts(observed.route.ports).map((p) => [`127.0.0.1:${p}`, true])),
+          ...(hasDrift(observed.route) ? { drift: [...(observed.route.drift ?? [])] } : {}),
+        }
+      : null,
   };
   if (!desired) return { desired: { instances: {}, route: null }, observed: obs };
   const want: Record<string, Record<string, Record<string, unknown>>> = {};
@@ -484,7 +497,8 @@ function planHeal(desired: DesiredModel, observed: ObservedApp, ctx: PlanContext
     s.add(rel.name, rel.action);
   }
   for (const a of starts) s.add(a.name, a.action, a.undo);
-  const routeChanges = observed.route === null ? servePorts.length > 0 : observed.route.domain !== desired.domain || !samePorts(observed.route.ports, servePorts);
+  const routeChanges = observed.route === null ? servePorts.length > 0 : observed.route.domain !== desired.domain || !samePorts(observed.route.ports, servePorts) || hasDrift(observed.route);
+  if (observed.route && hasDrift(observed.route)) notes.push(`route edited by hand (${(observed.route.drift ?? []).join(', ')}): written again`);
   if (routeChanges) {
     for (const w of waits) if (w.type === 'waitHealthy') s.add(`wait until ${w.instance} on :${w.port} is healthy`, w);
     s.route(desired.domain, servePorts);

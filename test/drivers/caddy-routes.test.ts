@@ -152,8 +152,8 @@ describe('observer parsing', () => {
       unavailable: false,
       serverExists: true,
       routes: [
-        { id: routeId(key), key, index: 0, domains: ['a.test'], dials: ['127.0.0.1:20001', '127.0.0.1:20002'], ports: [20001, 20002] },
-        { id: routeId(key), key, index: 2, domains: ['a.test'], dials: ['127.0.0.1:20003'], ports: [20003] },
+        { id: routeId(key), key, index: 0, domains: ['a.test'], dials: ['127.0.0.1:20001', '127.0.0.1:20002'], ports: [20001, 20002], drift: ['duplicate route'] },
+        { id: routeId(key), key, index: 2, domains: ['a.test'], dials: ['127.0.0.1:20003'], ports: [20003], drift: ['duplicate route'] },
       ],
       duplicateIds: [routeId(key)],
       foreignRoutes: 2,

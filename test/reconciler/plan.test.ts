@@ -164,6 +164,16 @@ describe('plan: healing', () => {
     expect(names(p2)).toEqual(['setRoute']);
   });
 
+  it('rewrites a route edited by hand even when its upstream ports are right (an extra host, a foreign upstream)', () => {
+    const edited = { domain: 'app.example.com', ports: [4000], drift: ['host evil.example.com', 'upstream 192.0.2.1:80'] };
+    const p = plan(d, { key, runs: [run('a', 'B', 4000), run('b', 'B', 4001, { state: 'stopped' })], route: edited }, ctx({ deploy: false }), 0);
+    expect(p.kind).toBe('heal');
+    expect(p.actions.map((a) => a.action)).toEqual([{ type: 'setRoute', domain: 'app.example.com', ports: [4000] }]);
+    expect(p.diff).toContainEqual({ op: 'remove', path: '/route/drift' });
+    // A deployment's route switch rewrites it too, and a delete removes it as it is.
+    expect(plan(null, { key, runs: [], route: edited }, ctx(), 0).actions.map((a) => a.action.type)).toEqual(['removeRoute', 'removeFiles']);
+  });
+
   it('never starts an instance the platform stopped; stops it if it runs, after taking it out of the route', () => {
     const p = plan(d, { key, runs: [run('a', 'B', 4000), run('b', 'B', 4001)], route: { domain: 'app.example.com', ports: [4000, 4001] } }, ctx({ deploy: false }), 0);
     expect(p.actions.map((a) => a.name)).toEqual(['route app.example.com → :4000', 'drain :4001', 'stop b v2 on :4001']);

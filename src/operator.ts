@@ -4,10 +4,10 @@
  * (loop, deployment runner, GitOps watcher), the callback sender and the HTTP API, and starts them.
  * `stop()` undoes it in reverse order; apps keep running and their state stays on disk.
  */
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 import { buildApp } from './api/app.ts';
 import type { OperatorConfig } from './config.ts';
-import { appKeyString } from './core/identity.ts';
+import { appKeyString, type AppKey } from './core/identity.ts';
 import { DesiredStore } from './desired/store.ts';
 import { createCallbackSender, recordsCallbackStore } from './drivers/callbacks.ts';
 import { createCaddyDriver } from './drivers/caddy.ts';
@@ -18,6 +18,7 @@ import { checkBackends } from './host/reachability.ts';
 import { createCaddyObserver } from './observers/caddy.ts';
 import { createDockerObserver } from './observers/docker.ts';
 import { createSystemdObserver } from './observers/systemd.ts';
+import { createTelemetry, telemetrySources, type Telemetry } from './metrics.ts';
 import { Reconciler } from './reconciler/reconciler.ts';
 import { Records } from './records/records.ts';
 import { startServer, type RunningServer } from './server.ts';
@@ -37,6 +38,8 @@ export interface RunningOperator {
   store: DesiredStore;
   records: Records;
   reconciler: Reconciler;
+  /** Metrics (`GET /metrics`) and app states. */
+  telemetry: Telemetry;
   app: Awaited<ReturnType<typeof buildApp>>;
   server: RunningServer | undefined;
   stop(): Promise<void>;
@@ -45,13 +48,19 @@ export interface RunningOperator {
 /** Redact secrets from every log line (env values, passwords, tokens never reach the logs). */
 export const REDACT_PATHS = ['req.headers.authorization', '*.password', '*.env', '*.env_vars', '*.token', '*.credentials', '*.registry_credentials'];
 
-export function createLogger(): Logger {
-  const pretty = process.stdout.isTTY && process.env.CRATE_LOG_FORMAT !== 'json';
-  return pino({
+/**
+ * The operator's logger: JSON lines (pino) on stdout, or pretty lines when stdout is a terminal and
+ * CRATE_LOG_FORMAT is not `json`; level from CRATE_LOG_LEVEL (default info); REDACT_PATHS censored.
+ * `destination` (tests) receives JSON lines.
+ */
+export function createLogger(destination?: DestinationStream): Logger {
+  const pretty = !destination && process.stdout.isTTY && process.env.CRATE_LOG_FORMAT !== 'json';
+  const options = {
     level: process.env.CRATE_LOG_LEVEL ?? 'info',
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } } : {}),
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 export async function startOperator(config: OperatorConfig, opts: OperatorOptions = {}): Promise<RunningOperator> {
@@ -59,6 +68,10 @@ export async function startOperator(config: OperatorConfig, opts: OperatorOption
   const store = await DesiredStore.open(config.stateDir, { logger: log });
   const records = Records.open(config.stateDir);
   const closers: (() => Promise<void> | void)[] = [() => records.close()];
+  // The reconciler is built below; until then no app has been observed.
+  const view: { of?: (key: AppKey) => unknown } = {};
+  const telemetry = createTelemetry(telemetrySources(store, records, (key) => view.of?.(key)), log);
+  closers.push(records.onChange((c) => telemetry.onDeploymentChange(c)));
   try {
     const sdOpts = { scope: config.systemdScope, ...(opts.systemdEnv ? { env: opts.systemdEnv } : {}) };
     const systemd = createSystemdDriver({ ...sdOpts, appsDir: config.appsDir, stopTimeoutSec: config.stopTimeoutSec });
@@ -83,7 +96,11 @@ export async function startOperator(config: OperatorConfig, opts: OperatorOption
       store: recordsCallbackStore(records),
       secret: config.callbackSecret,
       allowPrivateNetworks: config.allowPrivateNetworks,
-      onEvent: (e) => (e.type === 'delivered' ? log.debug({ callback: e.eventId, attempts: e.attempts }, 'callback delivered') : log.warn({ callback: e.eventId, type: e.type, status: e.status, error: e.error }, 'callback not delivered')),
+      onEvent: (e) => {
+        telemetry.onCallback(e);
+        if (e.type === 'delivered') log.debug({ callback: e.eventId, attempts: e.attempts }, 'callback delivered');
+        else log.warn({ callback: e.eventId, type: e.type, status: e.status, error: e.error }, 'callback not delivered');
+      },
     });
     closers.push(() => callbacks.stop());
 
@@ -96,7 +113,11 @@ export async function startOperator(config: OperatorConfig, opts: OperatorOption
       callbacks,
       log,
       watch: opts.watch ?? true,
+      onPass: (key, outcome, ms) => telemetry.onPass(key, outcome, ms),
+      onHeal: (key, plan, outcome) => telemetry.onHeal(key, plan, outcome),
+      onStep: (e) => telemetry.onStep(e),
     });
+    view.of = (key) => reconciler.observedView(key);
 
     const app = await buildApp({
       config,
@@ -108,7 +129,11 @@ export async function startOperator(config: OperatorConfig, opts: OperatorOption
       moveDomain: async (key, oldDomain, newDomain) => {
         await caddy.moveDomain(key, oldDomain, newDomain);
       },
-      observed: (key) => reconciler.observedView(key),
+      observed: (key) => {
+        const v = reconciler.observedView(key);
+        return v === undefined ? undefined : { ...(v as object), state: telemetry.apps.stateOf(key) ?? null };
+      },
+      metrics: () => telemetry.render(),
       planFor: async (key, doc) => {
         const p = await reconciler.planFor(key, doc);
         return { kind: p.kind, strategy: p.strategy, fallback: p.fallback, drops_traffic: p.dropsTraffic, steps: p.actions.map((a) => a.name), diff: p.diff, notes: p.notes };
@@ -127,6 +152,7 @@ export async function startOperator(config: OperatorConfig, opts: OperatorOption
       store,
       records,
       reconciler,
+      telemetry,
       app,
       server,
       async stop() {

@@ -70,6 +70,11 @@ export interface AppDeps {
   sse?: { heartbeatMs?: number; maxStreamMs?: number };
   /** Deadline of `moveDomain` (ms); past it the answer is 503. Default 20 s. */
   moveDomainTimeoutMs?: number;
+  /**
+   * Prometheus exposition for `GET /metrics` (no auth, like `/healthz`: counts and durations only,
+   * no app identity, no secret). Absent: no `/metrics` route.
+   */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
 }
 
 /** The fastify instance type with the TypeBox type provider. */
@@ -179,6 +184,18 @@ export async function buildApp(deps: AppDeps): Promise<ApiInstance> {
       return { status: 'ok', server_id: deps.config.serverId, backends };
     },
   );
+
+  const metrics = deps.metrics;
+  if (metrics) {
+    app.get(
+      '/metrics',
+      { schema: { tags: ['operator'], summary: 'Prometheus metrics (text exposition format); no secrets, no app identities', security: [] } },
+      async (_req, reply) => {
+        const m = await metrics();
+        return reply.header('content-type', m.contentType).send(m.body);
+      },
+    );
+  }
 
   registerMutations(app, ctx);
   registerQueries(app, ctx);

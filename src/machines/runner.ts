@@ -11,6 +11,7 @@ import type { Plan } from '../reconciler/model.ts';
 import { createDeploymentMachine, restoreDeployment, type DeploymentMachine, type Effects } from './deployment-machine.ts';
 import { project, type InstanceView, type TrafficView } from '../reconciler/project.ts';
 import { advance, completedActions, initialRun, type RunContext, type RunMeta, type RunOutcome, type StepDeadlines, type StepRecord } from './progress.ts';
+import type { ActionType } from '../reconciler/model.ts';
 
 /** The slice of the deployment records the runner uses. */
 export interface RunnerRecords {
@@ -45,6 +46,18 @@ export interface RunnerDeps {
   deadlines: StepDeadlines;
   deploymentMs: number;
   log?: { info(o: object, m: string): void; warn(o: object, m: string): void };
+  /** Called once per step that finished (succeeded or failed) while this process watched it (metrics). */
+  onStep?(e: StepEvent): void;
+}
+
+/** A finished step of a deployment: its action kind, result and how long it ran. */
+export interface StepEvent {
+  deploymentId: string;
+  /** appKeyString of the app. */
+  app: string;
+  action: ActionType;
+  status: 'succeeded' | 'failed';
+  ms: number;
 }
 
 interface Running {
@@ -141,10 +154,15 @@ export class DeploymentRunner {
             this.deps.notify(id, ctx.outcome ? `${id}:final` : `${id}:${status}`);
           }
           const next = new Map(ctx.records.map((r) => [r.id, r.status]));
-          for (const r of ctx.records) {
+          for (const [i, r] of ctx.records.entries()) {
             const was = seen.get(r.id);
             if (was !== r.status && (r.status === 'succeeded' || r.status === 'failed' || r.status === 'rolled_back') && !ctx.outcome) {
               this.deps.notify(id, `${id}:${r.id}:${r.status}`);
+            }
+            // `was` is undefined only on the first snapshot of a launch (a resume): not a transition seen here.
+            const action = ctx.steps[i]?.action.type;
+            if (was !== undefined && was !== r.status && (r.status === 'succeeded' || r.status === 'failed') && action && r.startedAt !== null && r.finishedAt !== null) {
+              this.deps.onStep?.({ deploymentId: id, app: k, action, status: r.status, ms: r.finishedAt - r.startedAt });
             }
           }
           seen = next;
@@ -153,7 +171,6 @@ export class DeploymentRunner {
             this.running.delete(k);
             this.deps.records.deleteSnapshot(id);
             const outcome = ctx.outcome ?? 'failed';
-            this.deps.log?.info({ app: k, deployment: id, state: outcome, was: 'in_progress' }, 'deployment finished');
             this.deps.onFinished(key, id, outcome);
             resolve(outcome);
           }

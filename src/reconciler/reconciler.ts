@@ -11,7 +11,7 @@ import { appKeyString, parseAppKey, type AppKey } from '../core/identity.ts';
 import type { DesiredApp } from '../desired/document.ts';
 import type { DesiredStore } from '../desired/store.ts';
 import type { CallbackSender } from '../drivers/callbacks.ts';
-import { DeploymentRunner } from '../machines/runner.ts';
+import { DeploymentRunner, type StepEvent } from '../machines/runner.ts';
 import { ACTION_TYPES, type EffectInput } from '../machines/deployment-machine.ts';
 import type { StepDeadlines } from '../machines/progress.ts';
 import type { Records } from '../records/records.ts';
@@ -42,7 +42,9 @@ export interface ReconcilerDeps {
   watch?: boolean;
   /** Per-pass hook (metrics): duration, host calls are counted by the drivers themselves. */
   onPass?: (key: string, outcome: Outcome, ms: number) => void;
-  onHeal?: (key: string, plan: Plan) => void;
+  onHeal?: (key: string, plan: Plan, outcome: HealEvent['outcome']) => void;
+  /** Per finished deployment step (metrics). */
+  onStep?: (e: StepEvent) => void;
 }
 
 /** A heal the reconciler carried out, for `GET /v1/apps` and logs. */
@@ -104,6 +106,7 @@ export class Reconciler {
       deadlines: this.deadlines,
       deploymentMs: deps.config.deadlines.deploymentMs,
       log: deps.log,
+      ...(deps.onStep ? { onStep: deps.onStep } : {}),
     });
     this.loop = new ReconcileLoop<HostSnapshot>({
       observe: () => this.observe(),
@@ -299,12 +302,12 @@ export class Reconciler {
       const error = describeError(err);
       this.heals.set(keyStr, { at: new Date(this.now()).toISOString(), steps: done, outcome: 'failed', error });
       this.deps.log.warn({ app: keyStr, state: 'heal_failed', steps: done, error }, 'heal failed');
-      this.deps.onHeal?.(keyStr, p);
+      this.deps.onHeal?.(keyStr, p, 'failed');
       return { kind: 'retry', error };
     }
     this.heals.set(keyStr, { at: new Date(this.now()).toISOString(), steps: done, outcome: 'healed' });
     this.deps.log.info({ app: keyStr, state: p.kind === 'delete' ? 'removed' : 'healed', was: 'drifted', steps: done }, p.kind === 'delete' ? 'app removed' : 'drift healed');
-    this.deps.onHeal?.(keyStr, p);
+    this.deps.onHeal?.(keyStr, p, 'healed');
     if (p.kind === 'delete') this.pruned.delete(keyStr);
     return { kind: 'done' };
   }

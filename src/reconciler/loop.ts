@@ -104,11 +104,21 @@ export class ReconcileLoop<S> {
     await this.resync();
   }
 
-  stop(): void {
+  /**
+   * Stop: no trigger, timer or queued key starts work any more. Resolves once the reconciles already
+   * running have settled, so nothing the loop calls (reconcile, onSettled) runs after it resolved.
+   */
+  stop(): Promise<void> {
     this.stopped = true;
     if (this.resyncTimer !== null) this.timers.clearTimeout(this.resyncTimer);
     this.resyncTimer = null;
-    for (const s of this.states.values()) if (s.timer !== null) this.timers.clearTimeout(s.timer);
+    for (const s of this.states.values()) {
+      if (s.timer !== null) this.timers.clearTimeout(s.timer);
+      s.timer = null;
+    }
+    this.queue.length = 0;
+    this.queued.clear();
+    return this.idle();
   }
 
   /** Enqueue one key. Safe to call any time, any number of times. */
@@ -170,7 +180,7 @@ export class ReconcileLoop<S> {
   }
 
   private pump(): void {
-    while (this.running.size < this.opts.concurrency && this.queue.length > 0) {
+    while (!this.stopped && this.running.size < this.opts.concurrency && this.queue.length > 0) {
       const key = this.queue.shift() as string;
       this.queued.delete(key);
       this.running.add(key);
@@ -216,11 +226,13 @@ export class ReconcileLoop<S> {
     try {
       this.opts.onSettled?.(key, outcome, durationMs);
     } finally {
-      if (s.triggeredAt !== null) {
+      if (this.stopped) {
+        // Stopped while it ran: nothing is queued or scheduled any more.
+      } else if (s.triggeredAt !== null) {
         // Triggered again while it ran: the newer trigger wins over any delay.
         this.queue.push(key);
         this.queued.add(key);
-      } else if (delay !== null && !this.stopped) {
+      } else if (delay !== null) {
         s.timer = this.timers.setTimeout(() => {
           s.timer = null;
           this.trigger(key);

@@ -6,7 +6,7 @@
  */
 import type { FSWatcher } from 'chokidar';
 import type { OperatorConfig } from '../config.ts';
-import { describeError } from '../core/errors.ts';
+import { CrateError, describeError } from '../core/errors.ts';
 import { appKeyString, parseAppKey, type AppKey } from '../core/identity.ts';
 import type { DesiredApp } from '../desired/document.ts';
 import type { DesiredStore } from '../desired/store.ts';
@@ -86,6 +86,8 @@ export class Reconciler {
   private watcher: FSWatcher | null = null;
   /** Apps whose document was deleted while the operator watched (a GitOps prune): they are removed. */
   private readonly pruned = new Set<string>();
+  /** Abort handles of the heals in flight (stop() aborts them). */
+  private readonly healing = new Set<AbortController>();
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
@@ -139,10 +141,16 @@ export class Reconciler {
     await this.loop.start();
   }
 
-  /** Stop the loop and watcher; running deployments stop where they are and resume on the next start. */
+  /**
+   * Stop the watcher and the loop; running deployments stop where they are and resume on the next
+   * start. Heals in flight are aborted at their next step boundary. Resolves once no reconcile runs,
+   * so the caller may close the records and drivers afterwards.
+   */
   async stop(): Promise<void> {
-    this.loop.stop();
     await this.watcher?.close();
+    this.watcher = null;
+    for (const ac of this.healing) ac.abort();
+    await this.loop.stop();
     this.runner.stopAll();
   }
 
@@ -290,9 +298,11 @@ export class Reconciler {
   private async heal(key: AppKey, keyStr: string, p: Plan, doc: DesiredApp | undefined): Promise<Outcome> {
     const effects = bindEffects(this.deps.drivers, key, () => doc);
     const ac = new AbortController();
+    this.healing.add(ac);
     const done: string[] = [];
     try {
       for (const step of p.actions) {
+        if (ac.signal.aborted) throw new CrateError('E_ABORTED', 'the operator is stopping');
         const deadlineAt = this.now() + this.deadlines[step.action.type];
         const run = effects[step.action.type] as (i: EffectInput<Action>) => Promise<string | void>;
         await run({ action: step.action, deadlineAt, deploymentId: `heal-${this.now()}`, signal: ac.signal });
@@ -304,6 +314,8 @@ export class Reconciler {
       this.deps.log.warn({ app: keyStr, state: 'heal_failed', steps: done, error }, 'heal failed');
       this.deps.onHeal?.(keyStr, p, 'failed');
       return { kind: 'retry', error };
+    } finally {
+      this.healing.delete(ac);
     }
     this.heals.set(keyStr, { at: new Date(this.now()).toISOString(), steps: done, outcome: 'healed' });
     this.deps.log.info({ app: keyStr, state: p.kind === 'delete' ? 'removed' : 'healed', was: 'drifted', steps: done }, p.kind === 'delete' ? 'app removed' : 'drift healed');

@@ -71,7 +71,7 @@ describe('reconcile loop', () => {
     expect(t.calls).toHaveLength(100);
     expect(t.obs()).toBe(1);
     expect(t.maxActive()).toBeLessThanOrEqual(8);
-    t.loop.stop();
+    await t.loop.stop();
   });
 
   it('never runs one key twice at once; a trigger during a run runs it again after', async () => {
@@ -91,7 +91,7 @@ describe('reconcile loop', () => {
     t.gates.get('slow1')?.();
     await t.loop.idle();
     expect(t.calls).toHaveLength(2);
-    t.loop.stop();
+    await t.loop.stop();
   });
 
   it('retries with exponential backoff and stops on done', async () => {
@@ -111,7 +111,7 @@ describe('reconcile loop', () => {
     await t.timers.advance(5000);
     expect(t.calls).toHaveLength(4);
     expect(t.loop.outcomes().get('a')).toEqual({ kind: 'done' });
-    t.loop.stop();
+    await t.loop.stop();
   });
 
   it('does not retry a terminal error, requeues after the asked delay', async () => {
@@ -125,7 +125,7 @@ describe('reconcile loop', () => {
     await t.timers.advance(1);
     expect(t.calls.filter((c) => c.startsWith('later'))).toHaveLength(2);
     expect(t.calls.filter((c) => c.startsWith('bad'))).toHaveLength(1);
-    t.loop.stop();
+    await t.loop.stop();
   });
 
   it('resyncs every key periodically', async () => {
@@ -135,9 +135,40 @@ describe('reconcile loop', () => {
     expect(t.calls).toHaveLength(2);
     await t.timers.advance(10_000);
     expect(t.calls).toHaveLength(4);
-    t.loop.stop();
+    await t.loop.stop();
     await t.timers.advance(30_000);
     expect(t.calls).toHaveLength(4);
+  });
+
+  it('stop() waits for running reconciles, starts nothing queued, and nothing settles after it', async () => {
+    const settled: string[] = [];
+    const t = setup({ concurrency: 1 });
+    const loop = new ReconcileLoop<number>({
+      observe: () => Promise.resolve(1),
+      keys: () => [],
+      reconcile: (key) => (key === 'slow' ? new Promise<Outcome>((r) => t.gates.set(key, () => r({ kind: 'done' }))) : Promise.resolve({ kind: 'done' })),
+      concurrency: 1,
+      resyncMs: 1e6,
+      timers: t.timers,
+      onSettled: (key) => settled.push(key),
+    });
+    await loop.start();
+    loop.trigger('slow');
+    loop.trigger('queued');
+    await flush();
+    loop.trigger('slow'); // triggered again while it runs
+    let stopped = false;
+    const stopping = loop.stop().then(() => {
+      stopped = true;
+    });
+    await flush();
+    expect(stopped).toBe(false);
+    t.gates.get('slow')?.();
+    await stopping;
+    expect(settled).toEqual(['slow']);
+    await flush();
+    await t.timers.advance(10_000);
+    expect(settled).toEqual(['slow']);
   });
 
   it('turns a thrown error into a retry', async () => {
@@ -146,6 +177,6 @@ describe('reconcile loop', () => {
     await loop.start();
     await loop.idle();
     expect(loop.outcomes().get('a')).toMatchObject({ kind: 'retry', error: { message: 'docker down' } });
-    loop.stop();
+    await loop.stop();
   });
 });

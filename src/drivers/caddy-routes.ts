@@ -76,9 +76,19 @@ function duration(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
-/** The route of app `key` for `domain` proxying to `127.0.0.1:<port>` for each port, in order. */
+/** What a route without upstreams answers (with 503): the app exists but none of its instances runs. */
+export const NO_UPSTREAM_BODY = 'no instance of this app is running\n';
+
+/**
+ * The route of app `key` for `domain` proxying to `127.0.0.1:<port>` for each port, in order. With no
+ * ports (the platform stopped every instance) the route keeps the domain and answers 503
+ * NO_UPSTREAM_BODY, so the domain neither falls through to another route nor looks served.
+ */
 export function routeJson(key: AppKey, domain: string, ports: readonly number[], proxy: ProxySettings = DEFAULT_PROXY): CaddyRoute {
   checkDomain(domain);
+  if (ports.length === 0) {
+    return { '@id': routeId(key), match: [{ host: [domain] }], handle: [{ handler: 'static_response', status_code: 503, body: NO_UPSTREAM_BODY }], terminal: true };
+  }
   checkPorts(ports);
   const handler: Record<string, unknown> = {
     handler: 'reverse_proxy',

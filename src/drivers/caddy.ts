@@ -85,8 +85,9 @@ export interface CaddyDriver {
   /** Create the operator's server (and `apps.http.grace_period`) when missing; never touches others. */
   ensureServer(): Promise<CaddyChange>;
   /**
-   * Make app `key`'s route serve `domain` from `127.0.0.1:<port>` for each of `upstreams` (in order).
-   * E_DOMAIN_EXISTS when another route of the server already matches `domain`.
+   * Make app `key`'s route serve `domain` from `127.0.0.1:<port>` for each of `upstreams` (in order);
+   * no upstreams: the route answers 503 (see routeJson). E_DOMAIN_EXISTS when another route of the
+   * server already matches `domain`.
    */
   upsertRoute(key: AppKey, domain: string, upstreams: readonly number[]): Promise<CaddyChange>;
   /** Replace the upstreams of app `key`'s route (one config change: the traffic switch). E_ROUTE_NOT_FOUND without a route. */

@@ -13,6 +13,7 @@ import { routeId } from '../../src/core/identity.ts';
 import type { AppKey } from '../../src/core/identity.ts';
 import { startCaddy } from '../../src/host/caddy.ts';
 import { createCaddyDriver } from '../../src/drivers/caddy.ts';
+import { NO_UPSTREAM_BODY } from '../../src/drivers/caddy-routes.ts';
 import type { CaddyOptions } from '../../src/drivers/caddy.ts';
 import { createCaddyObserver } from '../../src/observers/caddy.ts';
 import type { CaddySnapshot } from '../../src/observers/caddy.ts';
@@ -82,7 +83,7 @@ describe('caddy driver (real Caddy 2.6.2)', () => {
 
     expect(await drv.upsertRoute(key, domain, [blue])).toEqual({ changed: true });
     let snap = await observe();
-    expect(snap.routes).toEqual([{ id: routeId(key), key, index: 0, domains: [domain], dials: [`127.0.0.1:${blue}`], ports: [blue] }]);
+    expect(snap.routes).toEqual([{ id: routeId(key), key, index: 0, domains: [domain], dials: [`127.0.0.1:${blue}`], ports: [blue], drift: [] }]);
     expect(await via(port, domain)).toBe('200 blue');
 
     // Unchanged: one read, no write (no reload).
@@ -106,6 +107,19 @@ describe('caddy driver (real Caddy 2.6.2)', () => {
     expect(snap).toMatchObject({ serverExists: true, routes: [] });
     expect(await via(port, domain)).not.toMatch(/blue|green/);
     await expect(drv.setUpstreams(key, [blue])).rejects.toMatchObject({ code: 'E_ROUTE_NOT_FOUND' });
+  });
+
+  it('a route without upstreams answers 503 and keeps its domain; observed without drift; upstreams come back', async () => {
+    const { drv, observe, port } = await setup();
+    const up = await upstream('back');
+    const key = appKey(1);
+    const domain = `${key.team}.stopped.test`;
+    expect(await drv.upsertRoute(key, domain, [])).toEqual({ changed: true });
+    expect(await via(port, domain)).toBe(`503 ${NO_UPSTREAM_BODY}`);
+    expect((await observe()).routes).toMatchObject([{ domains: [domain], dials: [], ports: [], drift: [] }]);
+    expect(await drv.upsertRoute(key, domain, [])).toEqual({ changed: false });
+    expect(await drv.upsertRoute(key, domain, [up])).toEqual({ changed: true });
+    expect(await via(port, domain)).toBe('200 back');
   });
 
   it('moveDomain: 404 without a route for the old domain, 409 when the new one is served, moves, idempotent', async () => {

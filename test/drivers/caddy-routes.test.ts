@@ -6,7 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { ID_PATTERN, routeId } from '../../src/core/identity.ts';
 import {
   checkDomain,
+  checkPorts,
   dialPort,
+  NO_UPSTREAM_BODY,
   parseRouteId,
   placeRoute,
   planRouteWrite,
@@ -76,9 +78,19 @@ describe('route JSON', () => {
   });
   it('refuses bad domains and ports', () => {
     for (const d of ['', 'A.test', 'a..b', 'a b', 'a"b', '-a.test', 'a.test.', '*.*.a', 'x/y']) expect(() => checkDomain(d), d).toThrow(/not a domain/);
-    expect(() => routeJson(key, 'a.test', [])).toThrow(/at least one/);
+    expect(() => checkPorts([])).toThrow(/at least one/);
     expect(() => routeJson(key, 'a.test', [0])).toThrow(/not a port/);
     expect(() => routeJson(key, 'a.test', [5, 5])).toThrow(/duplicate/);
+  });
+  it('a route without upstreams keeps its domain and answers 503 (every instance stopped)', () => {
+    const r = routeJson(key, 'a.test', []);
+    expect(r).toEqual({
+      '@id': 'crate-route-acme-eu-2-12-345',
+      match: [{ host: ['a.test'] }],
+      handle: [{ handler: 'static_response', status_code: 503, body: NO_UPSTREAM_BODY }],
+      terminal: true,
+    });
+    expect(routeDials(r)).toEqual([]);
   });
   it('reads domains, dials and ports back', () => {
     const r = routeJson(key, '*.example.com', [20001]);

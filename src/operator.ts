@@ -129,6 +129,7 @@ export async function startOperator(config: OperatorConfig, opts: OperatorOption
       moveDomain: async (key, oldDomain, newDomain) => {
         await caddy.moveDomain(key, oldDomain, newDomain);
       },
+      asRouteWriter: (key, fn) => reconciler.asRouteWriter(key, fn),
       observed: (key) => {
         const v = reconciler.observedView(key);
         return v === undefined ? undefined : { ...(v as object), state: telemetry.apps.stateOf(key) ?? null };

@@ -55,6 +55,12 @@ export interface AppDeps {
    * (→ 503). The API updates the document only after it resolved.
    */
   moveDomain: (key: AppKey, oldDomain: string, newDomain: string) => Promise<void>;
+  /**
+   * Run `fn` as the app's only route writer (the reconciler's): the domain update moves the route and
+   * writes the document inside it, so no heal or deployment rewrites the route from the old document
+   * in between. Absent: `fn` runs as is.
+   */
+  asRouteWriter?: <T>(key: AppKey, fn: () => Promise<T>) => Promise<T>;
   /** The last observed state of an app (JSON, no secrets) for `GET /v1/apps`; undefined if unknown. */
   observed?: (key: AppKey) => unknown;
   /**

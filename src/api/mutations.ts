@@ -404,9 +404,16 @@ export function registerMutations(app: ApiInstance, ctx: ApiContext): void {
         const old = store.get(key);
         const next = old && old.spec.domain !== b.new_domain ? { ...old, spec: { ...old.spec, domain: b.new_domain } } : old;
         if (req.query.dry_run === true) return dryRunBody(ctx, key, old, next, false);
-        await withDeadline(ctx.deps.moveDomain(key, b.old_domain, b.new_domain), moveTimeout);
+        const exclusive = ctx.deps.asRouteWriter ?? (<T>(_k: AppKey, fn: () => Promise<T>): Promise<T> => fn());
+        // The route and the document move together: nothing writes the route from the old document in between.
+        await withDeadline(
+          exclusive(key, async () => {
+            await ctx.deps.moveDomain(key, b.old_domain, b.new_domain);
+            if (next && next !== old) await store.write(next);
+          }),
+          moveTimeout,
+        );
         if (next && next !== old) {
-          await store.write(next);
           try {
             ctx.deps.onDesiredChange(key);
           } catch (err) {

@@ -10,8 +10,9 @@
 import type { Dispatcher } from 'undici';
 import type { OperatorConfig } from '../config.ts';
 import { CrateError } from '../core/errors.ts';
-import { containerName, unitName, type AppKey } from '../core/identity.ts';
+import { appKeyString, containerName, unitName, type AppKey } from '../core/identity.ts';
 import type { DesiredApp } from '../desired/document.ts';
+import type { KeyedMutex } from '../desired/lock.ts';
 import { fetchRelease, removeAppDir, pruneReleases, type Release } from '../drivers/assets.ts';
 import type { CaddyDriver } from '../drivers/caddy.ts';
 import type { DockerDriver } from '../drivers/docker.ts';
@@ -33,6 +34,21 @@ export interface EffectDrivers {
   now(): number;
   /** Called with what a step changed on the host (logs, metrics). */
   onHostChange?(key: AppKey, action: Action, detail: string): void;
+  /**
+   * One writer per app route: deployments, heals and domain moves hold the app's key while they
+   * write its route, so a route write never lands between a move's Caddy change and its document
+   * write. Without it, route writes are not serialised (single-writer tests).
+   */
+  routeLock?: KeyedMutex;
+}
+
+/**
+ * Run `fn` as the app's only route writer (see EffectDrivers.routeLock). A domain move runs its Caddy
+ * change and its document write in one such call, so a heal or deployment that planned from the old
+ * document writes the route only after the document moved (and then with the new domain).
+ */
+export function asRouteWriter<T>(lock: KeyedMutex | undefined, key: AppKey, fn: () => Promise<T>): Promise<T> {
+  return lock ? lock.run([`route:${appKeyString(key)}`], fn) : fn();
 }
 
 type E<T extends Action['type']> = EffectInput<Extract<Action, { type: T }>>;
@@ -220,9 +236,13 @@ export function bindEffects(d: EffectDrivers, key: AppKey, doc: () => DesiredApp
       return `healthy after ${r.attempts} probe${r.attempts === 1 ? '' : 's'} (${Math.round(r.elapsedMs)} ms)`;
     },
     async setRoute({ action: a }: E<'setRoute'>) {
-      await d.caddy.ensureServer();
-      const c = await d.caddy.upsertRoute(key, a.domain, a.ports);
-      return c.changed ? `route ${a.domain} → ${a.ports.map((p) => `:${p}`).join(', ') || 'none'}` : 'route already so';
+      return asRouteWriter(d.routeLock, key, async () => {
+        // The domain in force now: a domain move since planning changed the document, not the plan.
+        const domain = doc()?.spec.domain ?? a.domain;
+        await d.caddy.ensureServer();
+        const c = await d.caddy.upsertRoute(key, domain, a.ports);
+        return c.changed ? `route ${domain} → ${a.ports.map((p) => `:${p}`).join(', ') || 'none'}` : 'route already so';
+      });
     },
     async drain({ action: a, signal, deadlineAt }: E<'drain'>) {
       const watched = new Set(a.ports);
@@ -245,7 +265,7 @@ export function bindEffects(d: EffectDrivers, key: AppKey, doc: () => DesiredApp
       return `removed ${a.instance} on :${a.port}`;
     },
     async removeRoute() {
-      const c = await d.caddy.removeRoute(key);
+      const c = await asRouteWriter(d.routeLock, key, () => d.caddy.removeRoute(key));
       return c.changed ? 'route removed' : 'no route';
     },
     async removeFiles() {

@@ -9,6 +9,7 @@ import type { OperatorConfig } from '../config.ts';
 import { CrateError, describeError } from '../core/errors.ts';
 import { appKeyString, parseAppKey, type AppKey } from '../core/identity.ts';
 import type { DesiredApp } from '../desired/document.ts';
+import { KeyedMutex } from '../desired/lock.ts';
 import type { DesiredStore } from '../desired/store.ts';
 import type { CallbackSender } from '../drivers/callbacks.ts';
 import { DeploymentRunner, type StepEvent } from '../machines/runner.ts';
@@ -16,7 +17,7 @@ import { ACTION_TYPES, type EffectInput } from '../machines/deployment-machine.t
 import type { StepDeadlines } from '../machines/progress.ts';
 import type { Records } from '../records/records.ts';
 import { toDesiredModel } from './desired-model.ts';
-import { bindEffects, type EffectDrivers } from './effects.ts';
+import { asRouteWriter, bindEffects, type EffectDrivers } from './effects.ts';
 import { ReconcileLoop, type Outcome } from './loop.ts';
 import type { Action, ObservedApp, Plan } from './model.ts';
 import { observeHost, type HostObservers, type HostSnapshot } from './observe.ts';
@@ -84,6 +85,9 @@ export class Reconciler {
   private readonly now: () => number;
   private readonly deadlines: StepDeadlines;
   private watcher: FSWatcher | null = null;
+  /** One route writer per app: deployments, heals and domain moves (see effects.ts asRouteWriter). */
+  private readonly routeLock = new KeyedMutex();
+  private readonly drivers: EffectDrivers;
   /** Apps whose document was deleted while the operator watched (a GitOps prune): they are removed. */
   private readonly pruned = new Set<string>();
   /** Abort handles of the heals in flight (stop() aborts them). */
@@ -92,6 +96,7 @@ export class Reconciler {
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
     this.deadlines = stepDeadlines(deps.config);
+    this.drivers = { ...deps.drivers, routeLock: this.routeLock };
     this.runner = new DeploymentRunner({
       records: {
         status: (id) => deps.records.get(id),
@@ -101,7 +106,7 @@ export class Reconciler {
         deleteSnapshot: (id) => deps.records.deleteSnapshot(id),
         unfinished: () => deps.records.active().map((r) => ({ id: r.status.deployment_id, key: r.key })),
       },
-      effectsFor: (key) => bindEffects(deps.drivers, key, () => deps.store.get(key)),
+      effectsFor: (key) => bindEffects(this.drivers, key, () => deps.store.get(key)),
       notify: (id, eventId) => this.notify(id, eventId),
       onFinished: (key) => this.trigger(key),
       now: this.now,
@@ -152,6 +157,14 @@ export class Reconciler {
     for (const ac of this.healing) ac.abort();
     await this.loop.stop();
     this.runner.stopAll();
+  }
+
+  /**
+   * Run `fn` as the app's only route writer: no deployment or heal writes the app's route meanwhile.
+   * The domain update moves the route and writes the document inside one such call.
+   */
+  asRouteWriter<T>(key: AppKey, fn: () => Promise<T>): Promise<T> {
+    return asRouteWriter(this.routeLock, key, fn);
   }
 
   trigger(key: AppKey): void {
@@ -291,12 +304,13 @@ export class Reconciler {
       if (!doc) this.pruned.delete(keyStr);
       return { kind: 'done' };
     }
-    return this.heal(key, keyStr, p, doc);
+    return this.heal(key, keyStr, p);
   }
 
   /** Carry out a heal plan directly, step by step; the first failure ends it (retried with backoff). */
-  private async heal(key: AppKey, keyStr: string, p: Plan, doc: DesiredApp | undefined): Promise<Outcome> {
-    const effects = bindEffects(this.deps.drivers, key, () => doc);
+  private async heal(key: AppKey, keyStr: string, p: Plan): Promise<Outcome> {
+    // Effects read the document in force when they run: a domain move may change it mid-heal.
+    const effects = bindEffects(this.drivers, key, () => this.deps.store.get(key));
     const ac = new AbortController();
     this.healing.add(ac);
     const done: string[] = [];

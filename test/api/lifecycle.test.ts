@@ -122,6 +122,32 @@ describe('domain update', () => {
     expect(t.changes).toEqual([KEY, KEY]);
   });
 
+  it('moves the route and writes the document as the app\'s only route writer', async () => {
+    const events: string[] = [];
+    const w = await makeApi({
+      moveDomain: () => {
+        events.push('move');
+        return Promise.resolve();
+      },
+      asRouteWriter: async (key, fn) => {
+        events.push(`hold ${key.team}/${key.env}/${key.app}`);
+        try {
+          return await fn();
+        } finally {
+          // The document is written before the route writer is released.
+          events.push(`release (domain ${w.store.get(KEY)?.spec.domain ?? 'none'})`);
+        }
+      },
+    });
+    try {
+      await w.post('/v1/app/binary/deploy', plainBinary());
+      expect((await w.post('/v1/app/domain/update', domainUpdate())).statusCode).toBe(200);
+      expect(events).toEqual(['hold acme/2/17', 'move', 'release (domain store.example.com)']);
+    } finally {
+      await w.close();
+    }
+  });
+
   const failures: Array<[string, number]> = [
     ['E_ROUTE_NOT_FOUND', 404],
     ['E_DOMAIN_EXISTS', 409],

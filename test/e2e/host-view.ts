@@ -25,6 +25,12 @@ export async function teamUnitFiles(team: string): Promise<string[]> {
   return (await readdir(getTestHost().systemd.unitDir).catch(() => [] as string[])).filter((f) => f.startsWith(`crate-${team}:`));
 }
 
+/** The unit's ActiveState (`inactive` also for a unit systemd unloaded after it stopped). */
+export async function activeState(unit: string): Promise<string> {
+  const r = await systemctlUser(['show', '-p', 'ActiveState', '--value', unit]);
+  return String(r.stdout).trim();
+}
+
 /** The unit's main PID (0 when not running). */
 export async function mainPid(unit: string): Promise<number> {
   const r = await systemctlUser(['show', '-p', 'MainPID', '--value', unit]);

@@ -1,0 +1,93 @@
+/**
+ * The route effects and the domain move share one writer per app: a route write never lands between
+ * a domain move's Caddy change and its document write, and it takes the domain from the document in
+ * force when it writes (a move may have happened since the step was planned). Fakes built from
+ * function fields; no host.
+ */
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import type { AppKey } from '../../src/core/identity.ts';
+import type { DesiredApp } from '../../src/desired/document.ts';
+import { KeyedMutex } from '../../src/desired/lock.ts';
+import type { CaddyDriver } from '../../src/drivers/caddy.ts';
+import { asRouteWriter, bindEffects, type EffectDrivers } from '../../src/reconciler/effects.ts';
+
+const key: AppKey = { team: 'acme', env: 1, app: 1 };
+
+function docWith(domain: string): DesiredApp {
+  return {
+    apiVersion: 'crate.dev/v1',
+    kind: 'App',
+    metadata: { team: 'acme', environment: 1, app: 1 },
+    deployment: { id: '1', callback_url: 'http://127.0.0.1:9/cb', requested_at: '2030-01-01T00:00:00.000Z' },
+    spec: { runtime: 'binary', model: 'plain', domain, strategy: 'rolling', version: 'v1', binary: { asset_url: 'http://127.0.0.1:9/a.tgz' }, env: {}, health_check_path: null, instances: { a: { port: 4000, state: 'running', generation: 0 } } },
+  } as unknown as DesiredApp;
+}
+
+function fakeCaddy(log: string[], gate?: Promise<void>): CaddyDriver {
+  return {
+    ensureServer: () => Promise.resolve({ changed: false }),
+    upsertRoute: (_k: AppKey, domain: string, ports: number[]) => {
+      log.push(`upsert ${domain} ${ports.join(',')}`);
+      return Promise.resolve({ changed: true });
+    },
+    removeRoute: () => {
+      log.push('remove');
+      return Promise.resolve({ changed: true });
+    },
+    moveDomain: async (_k: AppKey, from: string, to: string) => {
+      log.push(`move ${from} → ${to}`);
+      await gate;
+      log.push('moved');
+      return { changed: true };
+    },
+  } as unknown as CaddyDriver;
+}
+
+const drivers = (caddy: CaddyDriver, routeLock: KeyedMutex): EffectDrivers =>
+  ({ config: loadConfig({ env: {}, flags: {} }), caddy, now: Date.now, routeLock }) as unknown as EffectDrivers;
+
+const input = <A>(action: A) => ({ action, deadlineAt: Date.now() + 1000, deploymentId: 'd', signal: new AbortController().signal });
+
+describe('route effects and domain moves', () => {
+  it('setRoute writes the domain of the document in force, not the one planned', async () => {
+    const log: string[] = [];
+    const fx = bindEffects(drivers(fakeCaddy(log), new KeyedMutex()), key, () => docWith('moved.example.com'));
+    await fx.setRoute(input({ type: 'setRoute' as const, domain: 'planned.example.com', ports: [4000] }));
+    expect(log).toEqual(['upsert moved.example.com 4000']);
+  });
+
+  it('a route write waits while a domain move holds the app, then writes the moved domain', async () => {
+    const log: string[] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let doc = docWith('old.example.com');
+    const lock = new KeyedMutex();
+    const d = drivers(fakeCaddy(log, gate), lock);
+    const fx = bindEffects(d, key, () => doc);
+    // What the domain update does: the Caddy move and the document write as the only route writer.
+    const move = asRouteWriter(lock, key, async () => {
+      await d.caddy.moveDomain(key, 'old.example.com', 'new.example.com');
+      log.push('document written');
+      doc = docWith('new.example.com');
+    });
+    // A heal planned from the old document tries to write the route while the move is under way.
+    await Promise.resolve();
+    const heal = fx.setRoute(input({ type: 'setRoute' as const, domain: 'old.example.com', ports: [4000] }));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(log).toEqual(['move old.example.com → new.example.com']);
+    open();
+    await Promise.all([move, heal]);
+    expect(log).toEqual(['move old.example.com → new.example.com', 'moved', 'document written', 'upsert new.example.com 4000']);
+  });
+
+  it('a failed move releases the app', async () => {
+    const log: string[] = [];
+    const lock = new KeyedMutex();
+    const d = drivers(fakeCaddy(log), lock);
+    await expect(asRouteWriter(lock, key, () => Promise.reject(new Error('caddy down')))).rejects.toThrow('caddy down');
+    await bindEffects(d, key, () => docWith('a.example.com')).removeRoute(input({ type: 'removeRoute' as const }));
+    expect(log).toEqual(['remove']);
+    expect(lock.size).toBe(0);
+  });
+});

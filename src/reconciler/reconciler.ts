@@ -16,6 +16,7 @@ import { DeploymentRunner, type StepEvent } from '../machines/runner.ts';
 import { ACTION_TYPES, type EffectInput } from '../machines/deployment-machine.ts';
 import type { StepDeadlines } from '../machines/progress.ts';
 import type { Records } from '../records/records.ts';
+import { TERMINAL_STATUSES } from '../records/status.ts';
 import { toDesiredModel } from './desired-model.ts';
 import { asRouteWriter, bindEffects, type EffectDrivers } from './effects.ts';
 import { ReconcileLoop, type Outcome } from './loop.ts';
@@ -77,6 +78,9 @@ export function stepDeadlines(cfg: OperatorConfig): StepDeadlines {
 
 const emptyApp = (key: AppKey): ObservedApp => ({ key, runs: [], route: null });
 
+/** How far back the start-up looks for terminal deployments whose final callback was never queued. */
+const FINAL_CALLBACK_RECOVERY_MS = 24 * 60 * 60_000;
+
 export class Reconciler {
   readonly loop: ReconcileLoop<HostSnapshot>;
   readonly runner: DeploymentRunner;
@@ -85,6 +89,7 @@ export class Reconciler {
   private readonly now: () => number;
   private readonly deadlines: StepDeadlines;
   private watcher: FSWatcher | null = null;
+  private unsubscribe: (() => void) | null = null;
   /** One route writer per app: deployments, heals and domain moves (see effects.ts asRouteWriter). */
   private readonly routeLock = new KeyedMutex();
   private readonly drivers: EffectDrivers;
@@ -128,8 +133,21 @@ export class Reconciler {
     });
   }
 
-  /** Resume interrupted deployments, start the loop (every app once) and the file watcher. */
+  /**
+   * Resume interrupted deployments, send terminal callbacks a crash may have lost, start the loop
+   * (every app once) and the file watcher.
+   */
   async start(): Promise<void> {
+    // A deployment superseded by a newer request is terminal at once: its terminal callback goes now,
+    // whether or not a machine ran it (a running one stops at its next safe point and sends nothing more).
+    this.unsubscribe = this.deps.records.onChange((c) => {
+      if (c.status.status === 'superseded') this.notify(c.status.deployment_id, `${c.status.deployment_id}:final`);
+    });
+    // The terminal status and its callback are two writes: a crash between them must not lose the
+    // callback. Re-sending a final event that was stored is a no-op (same event id).
+    for (const r of this.deps.records.finishedSince(new Date(this.now() - FINAL_CALLBACK_RECOVERY_MS).toISOString())) {
+      this.notify(r.status.deployment_id, `${r.status.deployment_id}:final`);
+    }
     void this.runner.resumeAll();
     if (this.deps.watch !== false) {
       this.watcher = await watchDesired({
@@ -152,6 +170,8 @@ export class Reconciler {
    * so the caller may close the records and drivers afterwards.
    */
   async stop(): Promise<void> {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
     await this.watcher?.close();
     this.watcher = null;
     for (const ac of this.healing) ac.abort();
@@ -228,9 +248,15 @@ export class Reconciler {
     return { ...app, runs: app.runs.map((r) => (r.port === 0 ? { ...r, port: doc?.spec.instances[r.instance]?.port ?? 0 } : r)).filter((r) => r.port !== 0) };
   }
 
+  /**
+   * Queue the callback of one event of a deployment with its current status document. Once the record
+   * is terminal only its final event goes out: a superseded deployment whose machine is still winding
+   * down must not send more documents after its terminal one.
+   */
   private notify(deploymentId: string, eventId: string): void {
     const rec = this.deps.records.getRecord(deploymentId);
     if (!rec?.callback_url) return;
+    if (TERMINAL_STATUSES.has(rec.status.status) && eventId !== `${deploymentId}:final`) return;
     this.deps.callbacks.send(rec.callback_url, rec.status, { orderKey: deploymentId, eventId }).catch((err: unknown) => {
       this.deps.log.warn({ deployment: deploymentId, err: describeError(err) }, 'cannot queue callback');
     });

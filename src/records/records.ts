@@ -229,6 +229,7 @@ export class Records {
         "SELECT * FROM deployments WHERE team = ? AND env = ? AND app = ? AND status IN ('pending', 'in_progress') ORDER BY seq",
       ),
       active: this.db.prepare<[], DeploymentRow>("SELECT * FROM deployments WHERE status IN ('pending', 'in_progress') ORDER BY seq"),
+      finishedSince: this.db.prepare<[string], DeploymentRow>('SELECT * FROM deployments WHERE finished_at IS NOT NULL AND finished_at >= ? ORDER BY seq'),
       insert: this.db.prepare(
         `INSERT INTO deployments (id, team, env, app, action, kind, model, strategy, target_version, status, phase, error,
            started_at, updated_at, finished_at, superseded_by, steps, instances, traffic, callback_url, request_hash,
@@ -400,6 +401,11 @@ export class Records {
   /** Every pending or in-progress deployment, oldest first (what a restarted operator resumes). */
   active(): DeploymentRecord[] {
     return this.stmts.active.all().map(toRecord);
+  }
+
+  /** Every terminal deployment finished at or after `sinceIso` (ISO time), oldest first. */
+  finishedSince(sinceIso: string): DeploymentRecord[] {
+    return this.stmts.finishedSince.all(sinceIso).map(toRecord);
   }
 
   /**

@@ -133,6 +133,22 @@ describe('update', () => {
     expect(got).toEqual([2, 3]);
     expect(r.listenerCount('1')).toBe(0);
   });
+
+  it('lists the deployments finished since a time, superseded ones included, oldest first', () => {
+    r.accept(input('1'));
+    r.update('1', { status: 'succeeded' });
+    clock += 60_000;
+    r.accept(input('2'));
+    r.accept(input('3'));
+    r.accept(input('4', { key: { ...KEY, app: 99 } }));
+    r.update('3', { status: 'rolled_back' });
+    expect(r.finishedSince('2025-01-01T00:00:00.000Z').map((d) => [d.status.deployment_id, d.status.status])).toEqual([
+      ['1', 'succeeded'],
+      ['2', 'superseded'],
+      ['3', 'rolled_back'],
+    ]);
+    expect(r.finishedSince('2025-01-01T00:00:30.000Z').map((d) => d.status.deployment_id)).toEqual(['2', '3']);
+  });
 });
 
 describe('snapshots, callbacks', () => {

@@ -58,6 +58,23 @@ export interface StoreLogger {
 export interface StoreOptions {
   logger?: StoreLogger;
   now?: () => Date;
+  /**
+   * Read the documents without changing anything on disk (the `diff` command, beside a running
+   * operator): no folders created, no temp files cleaned, no last-good copies written or removed;
+   * `write` and `remove` throw E_READ_ONLY. Invalid files still fall back to their last-good copy.
+   */
+  readOnly?: boolean;
+}
+
+const EDITOR_LEFTOVER = /(~|\.swp|\.swx|\.tmp|\.bak|\.orig)$|^4913$/;
+
+/**
+ * Names under `desired/` that are never documents and never reported: dotfiles (temp files of atomic
+ * writes, editor swap and lock files such as `.#1.yaml`, `.git`) and editor leftovers (`~`, `.swp`,
+ * `.bak`, `.orig`, `.tmp`, vim's `4913` probe).
+ */
+export function isIgnoredName(base: string): boolean {
+  return base.startsWith('.') || EDITOR_LEFTOVER.test(base);
 }
 
 /** sha256 hex of a file's content, as `isOwnWrite` expects it. */
@@ -85,12 +102,14 @@ export class DesiredStore {
   private readonly ownWrites = new Map<string, string | null>();
   private readonly lastGoodHash = new Map<string, string>();
   private readonly lock = new KeyedMutex();
+  private readonly readOnly: boolean;
 
   private constructor(stateDir: string, opts: StoreOptions) {
     this.root = path.join(path.resolve(stateDir), 'desired');
     this.lastGoodRoot = path.join(path.resolve(stateDir), 'desired-last-good');
     this.log = opts.logger ?? silent;
     this.now = opts.now ?? (() => new Date());
+    this.readOnly = opts.readOnly ?? false;
   }
 
   /**
@@ -99,6 +118,10 @@ export class DesiredStore {
    */
   static async open(stateDir: string, opts: StoreOptions = {}): Promise<DesiredStore> {
     const s = new DesiredStore(stateDir, opts);
+    if (s.readOnly) {
+      for (const file of await listFiles(s.root)) await s.reloadFile(file);
+      return s;
+    }
     await ensureDir(s.root);
     await ensureDir(s.lastGoodRoot);
     const stray = [...(await cleanStrayTemps(s.root)), ...(await cleanStrayTemps(s.lastGoodRoot))];
@@ -168,6 +191,7 @@ export class DesiredStore {
    * requests first).
    */
   async write(doc: DesiredApp): Promise<{ path: string; hash: string; changed: boolean }> {
+    this.writable();
     const v = validateDesired(doc);
     if (!v.ok) throw new CrateError('E_INVALID_DOCUMENT', v.error);
     const key = docKey(doc);
@@ -189,6 +213,7 @@ export class DesiredStore {
 
   /** Durably delete an app's document (and its last-good copy). Resolves false if there was none. */
   async remove(key: AppKey): Promise<boolean> {
+    this.writable();
     const file = this.pathFor(key);
     return this.lock.run([file], async () => {
       const k = appKeyString(key);
@@ -212,7 +237,7 @@ export class DesiredStore {
     const abs = path.resolve(file);
     if (!abs.startsWith(this.root + path.sep)) return 'ignored';
     const base = path.basename(abs);
-    if (TEMP_FILE_PATTERN.test(base) || !/\.ya?ml$/.test(base)) return 'ignored';
+    if (TEMP_FILE_PATTERN.test(base) || isIgnoredName(base) || !/\.ya?ml$/.test(base)) return 'ignored';
     const key = base.endsWith('.yaml') ? this.keyForPath(abs) : undefined;
     if (!key) {
       if (!(await exists(abs))) {
@@ -254,7 +279,7 @@ export class DesiredStore {
         if (!this.inForce.has(k) && !this.errs.has(k)) return 'unchanged';
         this.inForce.delete(k);
         this.errs.delete(k);
-        await removeFileDurably(this.lastGoodPathFor(key));
+        if (!this.readOnly) await removeFileDurably(this.lastGoodPathFor(key));
         this.lastGoodHash.delete(k);
         this.log.info({ app: k, path: file }, 'desired document removed');
         return 'removed';
@@ -307,7 +332,12 @@ export class DesiredStore {
     this.log.warn({ path: file, app: key ? k : undefined, error }, 'desired document rejected; last valid version stays in force');
   }
 
+  private writable(): void {
+    if (this.readOnly) throw new CrateError('E_READ_ONLY', 'this desired-state store was opened read-only');
+  }
+
   private async saveLastGood(key: AppKey, text: string, hash: string): Promise<void> {
+    if (this.readOnly) return;
     const k = appKeyString(key);
     if (this.lastGoodHash.get(k) === hash) return;
     const copy = this.lastGoodPathFor(key);

@@ -8,7 +8,7 @@ import type { FSWatcher } from 'chokidar';
 import type { OperatorConfig } from '../config.ts';
 import { CrateError, describeError } from '../core/errors.ts';
 import { appKeyString, parseAppKey, type AppKey } from '../core/identity.ts';
-import type { DesiredApp } from '../desired/document.ts';
+import { docKey, type DesiredApp } from '../desired/document.ts';
 import { KeyedMutex } from '../desired/lock.ts';
 import type { DesiredStore } from '../desired/store.ts';
 import type { CallbackSender } from '../drivers/callbacks.ts';
@@ -20,9 +20,10 @@ import { TERMINAL_STATUSES } from '../records/status.ts';
 import { toDesiredModel } from './desired-model.ts';
 import { asRouteWriter, bindEffects, type EffectDrivers } from './effects.ts';
 import { ReconcileLoop, type Outcome } from './loop.ts';
-import type { Action, ObservedApp, Plan } from './model.ts';
+import { planApp, type AppFacts, type AppPlan } from './app-plan.ts';
+import type { Action, Plan, PlanContext } from './model.ts';
 import { observeHost, type HostObservers, type HostSnapshot } from './observe.ts';
-import { plan } from './plan.ts';
+import { appFacts, planHost } from './plan-host.ts';
 import { watchDesired } from './watch.ts';
 
 export interface Logger {
@@ -75,8 +76,6 @@ export function stepDeadlines(cfg: OperatorConfig): StepDeadlines {
     removeFiles: 60_000,
   };
 }
-
-const emptyApp = (key: AppKey): ObservedApp => ({ key, runs: [], route: null });
 
 /** How far back the start-up looks for terminal deployments whose final callback was never queued. */
 const FINAL_CALLBACK_RECOVERY_MS = 24 * 60 * 60_000;
@@ -206,26 +205,42 @@ export class Reconciler {
     };
   }
 
-  /** The plan a document would get now (dry run): nothing is changed. `doc` undefined = deletion. */
+  /**
+   * The plan an API request would get now (`?dry_run=true`): the request becomes a new pending
+   * deployment of `doc` (undefined: a delete). Nothing is changed.
+   */
   async planFor(key: AppKey, doc: DesiredApp | undefined): Promise<Plan> {
     const snap = await this.observe();
-    const observed = this.fillPorts(snap.apps.get(appKeyString(key)) ?? emptyApp(key), doc);
-    return plan(doc ? toDesiredModel(doc) : null, observed, { usedPorts: snap.usedPorts, surgePorts: this.deps.config.surgePorts, availability: snap.availability, deploy: true }, this.now());
+    const facts = { ...this.facts(key, snap), doc, latest: { id: 'dry-run', action: doc ? 'deploy' : 'delete', status: 'pending' } };
+    return planApp(facts, this.planContext(snap), this.now()).plan;
   }
 
-  /** A plan for every app with a document or a footprint on the host (the `diff` command). */
-  async planAll(): Promise<Plan[]> {
+  /**
+   * What the next pass would do if `doc` were the app's document (`POST /v1/plan`: a document dropped
+   * into state/desired), decided exactly as a pass decides. Nothing is changed.
+   */
+  async planDocument(doc: DesiredApp): Promise<AppPlan> {
     const snap = await this.observe();
-    const keys = new Set([...this.deps.store.list().map((d) => appKeyString({ team: d.metadata.team, env: d.metadata.environment, app: d.metadata.app })), ...snap.apps.keys()]);
-    const out: Plan[] = [];
-    for (const k of [...keys].sort()) {
-      const key = parseAppKey(k);
-      if (!key) continue;
-      const doc = this.deps.store.get(key);
-      const observed = this.fillPorts(snap.apps.get(k) ?? emptyApp(key), doc);
-      out.push(plan(doc ? toDesiredModel(doc) : null, observed, { usedPorts: snap.usedPorts, surgePorts: this.deps.config.surgePorts, availability: snap.availability, deploy: false }, this.now()));
-    }
-    return out;
+    const key = docKey(doc);
+    return planApp({ ...this.facts(key, snap), doc, docRecorded: this.deps.records.getRecord(doc.deployment.id) !== undefined }, this.planContext(snap), this.now());
+  }
+
+  /**
+   * What the next pass would do for every app with a document, a deployment in flight or a footprint
+   * on the host, from one observation (the `diff` command), sorted by app key. Nothing is changed.
+   */
+  async planAll(): Promise<AppPlan[]> {
+    const snap = await this.observe();
+    return planHost(snap, this.deps.store.list(), this.deps.records, this.pruned, this.planContext(snap), this.now());
+  }
+
+  private planContext(snap: HostSnapshot): Omit<PlanContext, 'deploy'> {
+    return { usedPorts: snap.usedPorts, surgePorts: this.deps.config.surgePorts, availability: snap.availability };
+  }
+
+  /** The facts a reconcile of `key` decides from, read now. */
+  private facts(key: AppKey, snap: HostSnapshot): AppFacts {
+    return appFacts(key, this.deps.store.get(key), snap, this.deps.records, this.pruned);
   }
 
   private async observe(): Promise<HostSnapshot> {
@@ -234,18 +249,22 @@ export class Reconciler {
     return snap;
   }
 
-  private keys(): string[] {
+  /**
+   * Every key the resync visits. The resync first re-reads state/desired from disk, so a file event
+   * the watcher missed or coalesced (a burst in a new folder, an inotify overflow, edits while the
+   * watcher was off) is caught within one resync: the watcher only makes it faster.
+   */
+  private async keys(): Promise<string[]> {
+    try {
+      for (const [k, outcome] of await this.deps.store.reloadAll()) if (outcome === 'removed') this.pruned.add(k);
+    } catch (err) {
+      this.deps.log.warn({ err: describeError(err) }, 'cannot re-read state/desired; planning from the documents in memory');
+    }
     const keys = new Set<string>();
     for (const d of this.deps.store.list()) keys.add(appKeyString({ team: d.metadata.team, env: d.metadata.environment, app: d.metadata.app }));
     if (this.last) for (const k of this.last.apps.keys()) keys.add(k);
     for (const r of this.deps.records.active()) keys.add(appKeyString(r.key));
     return [...keys];
-  }
-
-  /** Runs whose port could not be observed (unit file and description gone) take their instance's port. */
-  private fillPorts(app: ObservedApp, doc: DesiredApp | undefined): ObservedApp {
-    if (!app.runs.some((r) => r.port === 0)) return app;
-    return { ...app, runs: app.runs.map((r) => (r.port === 0 ? { ...r, port: doc?.spec.instances[r.instance]?.port ?? 0 } : r)).filter((r) => r.port !== 0) };
   }
 
   /**
@@ -274,55 +293,47 @@ export class Reconciler {
       return { kind: 'done' };
     }
     const doc = this.deps.store.get(key);
-    const observed = this.fillPorts(snap.apps.get(keyStr) ?? emptyApp(key), doc);
-    let pending = latest && (latest.status.status === 'pending' || latest.status.status === 'in_progress') ? latest : undefined;
-
-    if (doc && !pending && !this.deps.records.getRecord(doc.deployment.id)) {
-      // A document written by hand (GitOps) names a deployment the operator never saw: record it.
-      const res = this.deps.records.accept({
-        id: doc.deployment.id,
-        key,
-        action: 'deploy',
-        kind: doc.spec.runtime,
-        model: doc.spec.model,
-        strategy: doc.spec.strategy,
-        target_version: doc.spec.version,
-        callback_url: doc.deployment.callback_url,
-        request_hash: null,
-        endpoint: 'state/desired (file)',
-        response: {},
-      });
-      if (res.outcome === 'created') pending = res.record;
+    const ap = planApp(this.facts(key, snap), this.planContext(snap), this.now());
+    const p = ap.plan;
+    if (ap.mode === 'left_alone') {
+      // Never remove what we cannot account for: no document and no delete request.
+      if (p.notes.length > 0) this.deps.log.warn({ app: keyStr }, 'app found on the host without a document or a delete request: left alone');
+      return { kind: 'done' };
     }
-
-    if (!doc) {
-      const deleting = pending?.status.action === 'delete' || this.pruned.has(keyStr) || latest?.status.action === 'delete';
-      if (!deleting) {
-        if (observed.runs.length > 0 || observed.route) {
-          // Never remove what we cannot account for: no document and no delete request.
-          this.deps.log.warn({ app: keyStr }, 'app found on the host without a document or a delete request: left alone');
-        }
-        return { kind: 'done' };
-      }
-    }
-
-    const desired = doc ? toDesiredModel(doc) : null;
-    const p = plan(desired, observed, { usedPorts: snap.usedPorts, surgePorts: this.deps.config.surgePorts, availability: snap.availability, deploy: pending !== undefined }, this.now());
     const blocked = Object.entries(snap.unavailable).filter(([c]) => p.notes.some((n) => n.includes(c)));
     if (p.actions.length === 0 && blocked.length > 0) {
       return { kind: 'retry', error: { code: 'E_COMPONENT_UNAVAILABLE', message: blocked.map(([c, m]) => `${c}: ${m}`).join('; ') } };
     }
 
-    if (pending) {
-      const id = pending.status.deployment_id;
+    if (ap.mode === 'deploy' && ap.deploymentId !== null) {
+      const id = ap.deploymentId;
+      if (ap.newRecord && doc) {
+        // A document written by hand (GitOps) names a deployment the operator never saw: record it.
+        const res = this.deps.records.accept({
+          id,
+          key,
+          action: 'deploy',
+          kind: doc.spec.runtime,
+          model: doc.spec.model,
+          strategy: doc.spec.strategy,
+          target_version: doc.spec.version,
+          callback_url: doc.deployment.callback_url,
+          request_hash: null,
+          endpoint: 'state/desired (file)',
+          response: {},
+        });
+        // Recorded meanwhile (e.g. by the API): the next pass decides again from the records.
+        if (res.outcome !== 'created') return { kind: 'requeue', afterMs: 0, reason: `deployment ${id} was recorded meanwhile` };
+      }
       if (p.actions.length === 0) {
         this.deps.records.update(id, { status: 'succeeded', phase: 'succeeded', steps: [] });
         this.notify(id, `${id}:final`);
         if (!doc) this.pruned.delete(keyStr);
         return { kind: 'done' };
       }
+      const desired = doc ? toDesiredModel(doc) : null;
       const slots = Object.fromEntries(Object.entries(doc?.spec.instances ?? {}).map(([iid, i]) => [iid, i.slot]));
-      void this.runner.start(key, id, p, { start: observed, target: { spec: desired?.spec ?? '', version: desired?.version ?? '', slots } });
+      void this.runner.start(key, id, p, { start: ap.observed, target: { spec: desired?.spec ?? '', version: desired?.version ?? '', slots } });
       return { kind: 'done' };
     }
 

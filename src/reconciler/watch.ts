@@ -11,7 +11,7 @@
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { AppKey } from '../core/identity.ts';
-import type { ReloadOutcome } from '../desired/store.ts';
+import { isIgnoredName, type ReloadOutcome } from '../desired/store.ts';
 
 export interface WatchDeps {
   /** The folder of desired documents. */
@@ -24,12 +24,9 @@ export interface WatchDeps {
   log?: { warn(o: object, m: string): void };
 }
 
-const EDITOR_LEFTOVER = /(~|\.swp|\.swx|\.tmp|\.bak|\.orig)$|^4913$/;
-
-/** True for paths the watcher must never treat as documents. */
+/** True for paths the watcher must never treat as documents (the store ignores the same names). */
 export function ignoredPath(file: string): boolean {
-  const base = path.basename(file);
-  return base.startsWith('.') || EDITOR_LEFTOVER.test(base);
+  return isIgnoredName(path.basename(file));
 }
 
 export async function watchDesired(deps: WatchDeps): Promise<FSWatcher> {

@@ -558,3 +558,49 @@ export class Records {
   }
 }
 
+
+/** A read-only view of a records database (what `crate-operator diff` plans from). */
+export interface RecordsReader {
+  getRecord(id: string): DeploymentRecord | undefined;
+  latestForApp(key: AppKey): DeploymentRecord | undefined;
+  active(): DeploymentRecord[];
+  close(): void;
+}
+
+/**
+ * Open `<stateDir>/records.db` read-only, alongside a running operator or none: nothing is created,
+ * migrated or written. Undefined when there is no database yet (no deployment was ever recorded).
+ * Throws E_RECORDS_VERSION for a database of another schema version.
+ */
+export function openRecordsReader(stateDir: string): RecordsReader | undefined {
+  let db: Database.Database;
+  try {
+    db = new Database(path.join(stateDir, 'records.db'), { readonly: true, fileMustExist: true });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'SQLITE_CANTOPEN') return undefined;
+    throw err;
+  }
+  try {
+    db.pragma('busy_timeout = 5000');
+    const v = db.pragma('user_version', { simple: true }) as number;
+    if (v !== SCHEMA_VERSION) throw new CrateError('E_RECORDS_VERSION', `records.db has schema ${v}, this operator reads ${SCHEMA_VERSION}`);
+    const byId = db.prepare<[string], DeploymentRow>('SELECT * FROM deployments WHERE id = ?');
+    const latest = db.prepare<[string, number, number], DeploymentRow>('SELECT * FROM deployments WHERE team = ? AND env = ? AND app = ? ORDER BY seq DESC LIMIT 1');
+    const active = db.prepare<[], DeploymentRow>("SELECT * FROM deployments WHERE status IN ('pending', 'in_progress') ORDER BY seq");
+    return {
+      getRecord: (id) => {
+        const r = byId.get(id);
+        return r ? toRecord(r) : undefined;
+      },
+      latestForApp: (key) => {
+        const r = latest.get(key.team, key.env, key.app);
+        return r ? toRecord(r) : undefined;
+      },
+      active: () => active.all().map(toRecord),
+      close: () => db.close(),
+    };
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}

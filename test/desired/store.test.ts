@@ -225,3 +225,47 @@ describe('KeyedMutex', () => {
     expect(m.size).toBe(0);
   });
 });
+
+describe('ignored names and read-only opening', () => {
+  it('dotfiles and editor leftovers are never documents nor reported, at open and on re-reads', async () => {
+    const names = ['.17.yaml', '.#17.yaml', '.hidden.yaml', '17.yaml~', '17.yaml.swp', '17.yaml.bak', '17.yaml.orig', '4913'];
+    await mkdir(path.dirname(docFile()), { recursive: true });
+    for (const n of names) await writeFile(path.join(dir, 'desired/acme/2', n), serializeDesired(withVersion('1')));
+    const s = await DesiredStore.open(dir);
+    expect([s.list(), [...s.errors().keys()]]).toEqual([[], []]);
+    expect([...(await s.reloadAll()).values()]).toEqual([]);
+    for (const n of names) expect(await s.reloadFile(path.join(dir, 'desired/acme/2', n)), n).toBe('ignored');
+    expect(s.errors().size).toBe(0);
+  });
+
+  it('readOnly: loads documents and last-good fallbacks, writes nothing, refuses write and remove', async () => {
+    const w = await DesiredStore.open(dir);
+    await w.write(withVersion('1'));
+    await writeFile(docFile(), 'broken: [');
+    await writeFile(path.join(dir, 'desired/acme/2/.17.yaml.1.abcdefabcdef.tmp'), 'x');
+    const before = await tree(dir);
+    const r = await DesiredStore.open(dir, { readOnly: true });
+    expect(r.get(KEY)?.spec.version).toBe('1');
+    expect(r.errorFor(KEY)?.error).toMatch(/YAML/);
+    await expect(r.write(withVersion('2'))).rejects.toMatchObject({ code: 'E_READ_ONLY' });
+    await expect(r.remove(KEY)).rejects.toMatchObject({ code: 'E_READ_ONLY' });
+    await rm(docFile());
+    expect(await r.reloadFile(docFile())).toBe('removed');
+    await writeFile(docFile(), 'broken: [');
+    expect(await tree(dir)).toEqual(before);
+    // Nothing to read is not an error, and creates nothing.
+    const empty = path.join(dir, 'none');
+    expect((await DesiredStore.open(empty, { readOnly: true })).list()).toEqual([]);
+    await expect(stat(empty)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
+/** Every path under `root` with its content (files) — equal before and after a read-only use. */
+async function tree(root: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(root, { withFileTypes: true, recursive: true })) {
+    const p = path.join(e.parentPath, e.name);
+    out.push(e.isFile() ? `${p} ${await readFile(p, 'utf8')}` : p);
+  }
+  return out.sort();
+}

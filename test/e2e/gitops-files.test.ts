@@ -4,7 +4,7 @@
  * last valid version (nothing is removed); editor leftovers and dotfiles are ignored; a file written in
  * two parts is applied only once complete.
  */
-import { appendFile, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../harness/index.ts';
@@ -110,5 +110,16 @@ describe('GitOps drops: awkward files', () => {
     expect(seen).not.toContain('FIRST');
     expect(seen).not.toContain('error');
     expect(seen.at(-1)).toBe('FIRST,SECOND');
+  }, 30_000);
+  it('the resync re-reads state/desired: files are picked up within one resync even with no file events', async () => {
+    const t = await startTestOperator({ resyncMs: 1_000 }, { watch: false });
+    const key = { team: t.team, env: 1, app: 5 };
+    const file = docPath(t.config.stateDir, key);
+    await dropFile(file, handYaml({ team: t.team, app: 5, version: 'v1', deploymentId: '605', domain: `${t.team}.nowatch.test`, instances: { web: { port: await freePort() } } }));
+    expect((await t.settle(605)).status).toBe('succeeded');
+    await dropFile(docPath(t.config.stateDir, { ...key, app: 6 }), 'kind: [broken\n');
+    await waitFor('the corrupt file reported', async () => (await apps(t)).apps.find((a) => a.team_id === t.team && a.app_id === 6)?.document_error, 5_000);
+    await rm(file);
+    await waitFor('app removed', async () => (await unitsOf(key)).length === 0, 10_000);
   }, 30_000);
 });

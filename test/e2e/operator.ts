@@ -34,7 +34,7 @@ export const e2eDeadlines: OperatorConfig['deadlines'] = {
   drainMs: 2_000,
 };
 
-export async function startTestOperator(over: Partial<OperatorConfig> = {}): Promise<TestOperator> {
+export async function startTestOperator(over: Partial<OperatorConfig> = {}, opts: { watch?: boolean } = {}): Promise<TestOperator> {
   const host = getTestHost();
   const stateDir = await tempDir();
   const team = uniqueName('e2e');
@@ -60,7 +60,7 @@ export async function startTestOperator(over: Partial<OperatorConfig> = {}): Pro
     surgePorts: surgeBlock(),
     ...over,
   };
-  const op = await startOperator(config, { systemdEnv: systemdEnv(), listen: false, logger: pino({ level: process.env.CRATE_LOG_LEVEL ?? 'warn' }) });
+  const op = await startOperator(config, { systemdEnv: systemdEnv(), listen: false, logger: pino({ level: process.env.CRATE_LOG_LEVEL ?? 'warn' }), ...(opts.watch === undefined ? {} : { watch: opts.watch }) });
   cleanupAfter(() => cleanupTeam(team, config));
   cleanupAfter(() => op.stop());
   const api: TestOperator['api'] = async (method, url, body) => {

@@ -8,6 +8,7 @@
  * change; nothing is deployed through a rollout.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { hostCallCounts, type HostComponent } from '../../src/core/hostcalls.ts';
@@ -17,7 +18,7 @@ import { routeJson } from '../../src/drivers/caddy-routes.ts';
 import { createSystemdDriver } from '../../src/drivers/systemd.ts';
 import { instanceUnitSpec } from '../../src/drivers/unit.ts';
 import { specHash } from '../../src/reconciler/desired-model.ts';
-import { caddyApi, caddyServer, freePort, systemdEnv } from '../harness/index.ts';
+import { caddyApi, caddyServer, systemdEnv } from '../harness/index.ts';
 import { startTestOperator } from './operator.ts';
 
 const BUSYBOX = '/bin/busybox';
@@ -42,6 +43,24 @@ function doc(team: string, app: number, port: number): DesiredApp {
   };
 }
 
+/**
+ * `n` free loopback ports below Linux's ephemeral range (32768-60999), so no client connection of a
+ * parallel test takes one between the check and the app binding it.
+ */
+async function quietPorts(n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let p = 10_000 + Math.floor(Math.random() * 80) * 100; out.length < n && p < 19_000; p++) {
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = net.createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen({ host: '127.0.0.1', port: p, exclusive: true }, () => srv.close(() => resolve(true)));
+    });
+    if (free) out.push(p);
+  }
+  if (out.length < n) throw new Error(`only ${out.length} free ports`);
+  return out;
+}
+
 function since(before: Record<HostComponent, number>): Record<HostComponent, number> {
   const now = hostCallCounts();
   return { systemctl: now.systemctl - before.systemctl, docker: now.docker - before.docker, caddy: now.caddy - before.caddy };
@@ -59,8 +78,8 @@ describe('host calls of a no-op pass', () => {
 
     /** Apps `from..to` exactly as desired: document, running unit, route. */
     const addApps = async (from: number, to: number): Promise<void> => {
-      const docs: DesiredApp[] = [];
-      for (let app = from; app <= to; app++) docs.push(doc(t.team, app, await freePort()));
+      const ports = await quietPorts(to - from + 1);
+      const docs = ports.map((port, i) => doc(t.team, from + i, port));
       for (const d of docs) await t.op.store.write(d);
       const specs = docs.map((d) => {
         const port = d.spec.instances.web?.port as number;
@@ -94,7 +113,7 @@ describe('host calls of a no-op pass', () => {
       const before = hostCallCounts();
       const plans = (await t.op.reconciler.planAll()).filter((p) => p.key.team === t.team);
       const calls = since(before);
-      expect(plans.map((p) => [appKeyString(p.key), p.kind, p.actions.map((a) => a.name)])).toEqual(keys.map(appKeyString).sort().map((k) => [k, 'noop', []]));
+      expect(plans.map((p) => [appKeyString(p.key), p.mode, p.plan.kind, p.plan.actions.map((a) => a.name)])).toEqual(keys.map(appKeyString).sort().map((k) => [k, 'heal', 'noop', []]));
       return calls;
     };
     const inSync = async (): Promise<void> => {

@@ -4,7 +4,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { withBenchHost, type TestHost } from './host.ts';
-import { printResult, writeResult, type BenchResult } from './report.ts';
+import { printResult, targetsTable, writeResult, type BenchResult, type Target } from './report.ts';
 
 /** Options every benchmark takes. */
 export interface BenchOptions {
@@ -33,20 +33,40 @@ export async function report(r: BenchResult): Promise<BenchResult> {
   return r;
 }
 
-/** Run benchmarks on one host; exit code 1 when any reported a failure, 2 when one crashed. */
+/**
+ * Run benchmarks one after the other on one host. A benchmark that throws is reported and the next
+ * one still runs. Exit code: 0, 1 when any benchmark reported a failure (zero downtime: a failed
+ * request), 2 when one crashed. With more than one benchmark, a summary of every target ends the run.
+ */
 export async function runMain(benches: Bench[], argv = process.argv.slice(2)): Promise<void> {
   const opts = parseOptions(argv);
+  const t0 = performance.now();
   let code = 0;
+  const targets: Target[] = [];
+  const failures: string[] = [];
   try {
     await withBenchHost(async (host) => {
       for (const b of benches) {
-        const r = await report(await b(host, opts));
-        if (r.failures.length > 0) code = 1;
+        try {
+          const r = await report(await b(host, opts));
+          targets.push(...r.targets.map((t) => ({ ...t, what: `${r.name}: ${t.what}` })));
+          failures.push(...r.failures.map((f) => `${r.name}: ${f}`));
+          if (r.failures.length > 0) code = Math.max(code, 1);
+        } catch (err) {
+          console.error(`benchmark ${b.name} crashed:`, err);
+          failures.push(`${b.name}: crashed: ${err instanceof Error ? err.message : String(err)}`);
+          code = 2;
+        }
       }
     });
   } catch (err) {
     console.error(err);
     code = 2;
+  }
+  if (benches.length > 1) {
+    console.log(`\n== Summary (${((performance.now() - t0) / 1000).toFixed(0)} s${opts.quick ? ', quick' : ''})`);
+    console.log(targetsTable(targets));
+    if (failures.length > 0) console.log(`\nFAILURES (${failures.length}):\n${failures.map((f) => `  - ${f}`).join('\n')}`);
   }
   process.exitCode = code;
 }

@@ -23,7 +23,7 @@ describe('openRecordsReader', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
-  it('reads what a live writer committed, also after it closed; never writes', async () => {
+  it('reads what a live writer committed, also after it closed; never writes', () => {
     const w = Records.open(dir);
     accept(w, '1');
     w.update('1', { status: 'succeeded', phase: 'succeeded' });

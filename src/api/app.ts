@@ -13,8 +13,9 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import { Type } from 'typebox';
 import type { OperatorConfig } from '../config.ts';
 import { CrateError } from '../core/errors.ts';
 import type { AppKey } from '../core/identity.ts';
@@ -103,17 +104,41 @@ Bodies are JSON (\`application/json\`, else 415) of at most 1 MiB (else 413). Ev
 that would be written and its diff, changing nothing; a re-sent \`deployment_id\` with the same body
 answers the same 202 again, with a different body 409.`;
 
+const Reachability = Type.Object({ reachable: Type.Boolean(), detail: Type.String() }, { additionalProperties: false });
+/** `GET /healthz`: the operator answers; each component's reachability (never a reason to answer non-200). */
+const HealthStatus = Type.Object(
+  {
+    status: Type.Literal('ok'),
+    server_id: Type.String(),
+    backends: Type.Object({ systemd: Reachability, docker: Reachability, caddy: Reachability }, { additionalProperties: false }),
+  },
+  { additionalProperties: false },
+);
+
 function isLoggerInstance(l: unknown): l is FastifyBaseLogger {
   return typeof l === 'object' && l !== null && typeof (l as { child?: unknown }).child === 'function' && typeof (l as { info?: unknown }).info === 'function';
 }
 
 export async function buildApp(deps: AppDeps): Promise<ApiInstance> {
+  const authorized = bearerChecker(deps.config.tokens);
+  const isApi = (u: string): boolean => u === '/v1' || u.startsWith('/v1/') || u.startsWith('/v1?');
   const app = Fastify({
     // A logger instance (pino, with the operator's redaction) goes in as `loggerInstance`; options as `logger`.
     ...(isLoggerInstance(deps.logger) ? { loggerInstance: deps.logger } : { logger: deps.logger ?? false }),
     bodyLimit: 1024 * 1024,
     genReqId: () => randomUUID(),
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, useDefaults: false } },
+    // A path the router cannot even parse (bad percent-encoding, a segment over maxParamLength) names
+    // no route: answer as for an unknown route, after the same token check, in the one error shape and
+    // without echoing the path (fastify's default answers 400/414 in its own shape with the path).
+    frameworkErrors: (_err, req, rawReply) => {
+      const reply = rawReply as FastifyReply;
+      if (isApi(req.url) && !authorized(req.headers.authorization)) {
+        void reply.code(401).header('www-authenticate', 'Bearer').send(errorBody('E_UNAUTHORIZED', unauthorized().message));
+        return;
+      }
+      void reply.code(404).send(errorBody('E_NOT_FOUND', 'no such route or resource'));
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   const ctx: ApiContext = {
@@ -146,11 +171,9 @@ export async function buildApp(deps: AppDeps): Promise<ApiInstance> {
     void reply.code(404).send(errorBody('E_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`));
   });
 
-  const authorized = bearerChecker(deps.config.tokens);
   app.addHook('onRequest', (req, _reply, done) => {
     // Decide on both the matched route and the raw URL, so no encoding of the path skips the check.
     const route = req.routeOptions.url ?? '';
-    const isApi = (u: string): boolean => u === '/v1' || u.startsWith('/v1/') || u.startsWith('/v1?');
     done((isApi(route) || isApi(req.url)) && !authorized(req.headers.authorization) ? unauthorized() : undefined);
   });
 
@@ -184,10 +207,10 @@ export async function buildApp(deps: AppDeps): Promise<ApiInstance> {
 
   app.get(
     '/healthz',
-    { schema: { tags: ['operator'], summary: 'Liveness and reachability of systemd, Docker and Caddy', security: [] } },
+    { schema: { tags: ['operator'], summary: 'Liveness and reachability of systemd, Docker and Caddy', security: [], response: { 200: { ...HealthStatus, description: 'The operator is up; whether each component is reachable' } } } },
     async () => {
       const backends = await deps.checkBackends();
-      return { status: 'ok', server_id: deps.config.serverId, backends };
+      return { status: 'ok' as const, server_id: deps.config.serverId, backends };
     },
   );
 

@@ -64,7 +64,9 @@ function pointerToPath(pointer: string): string[] {
 }
 
 function joinPath(parts: string[]): string {
-  return parts.length === 0 ? '(body)' : parts.join('.');
+  if (parts.length === 0) return '(body)';
+  // A top-level empty key would make an empty field name: show it as "" (nested ones read `env_vars.`).
+  return parts.length === 1 && parts[0] === '' ? '""' : parts.join('.');
 }
 
 function reasonOf(e: AjvIssue): string | undefined {

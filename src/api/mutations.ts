@@ -16,9 +16,10 @@ import { Type } from 'typebox';
 import { CrateError } from '../core/errors.ts';
 import { appKeyString, type AppKey } from '../core/identity.ts';
 import { diffDesired, summarizeDesired, type DesiredApp } from '../desired/document.ts';
+import { httpUrlProblem } from '../desired/schema.ts';
 import type { DeploymentAction } from '../records/status.ts';
 import type { ApiContext, ApiInstance } from './app.ts';
-import { validationError } from './errors.ts';
+import { validationError, type FieldIssue } from './errors.ts';
 import {
   Accepted,
   BinaryDeployBody,
@@ -102,6 +103,8 @@ async function mutate(ctx: ApiContext, m: Mutation, dryRun: boolean, log: { warn
       if (dryRun) return { code: 200, body: await dryRunBody(ctx, m.key, store.get(m.key), store.get(m.key), true) };
       return { code: 202, body: existing.response as Accepted };
     }
+    const urls = urlIssues(m.body);
+    if (urls.length > 0) throw validationError(urls);
     const old = store.get(m.key);
     const now = ctx.now();
     const next = m.next(old, { deploymentId: id, now });
@@ -142,6 +145,18 @@ async function mutate(ctx: ApiContext, m: Mutation, dryRun: boolean, log: { warn
     }
     return { code: 202, body: response };
   });
+}
+
+/** The URL fields of a request that the operator's HTTP client could not use (see httpUrlProblem). */
+function urlIssues(body: unknown): FieldIssue[] {
+  const b = body as Record<string, unknown>;
+  const out: FieldIssue[] = [];
+  for (const field of ['asset_url', 'callback_url']) {
+    const v = b[field];
+    const reason = typeof v === 'string' ? httpUrlProblem(v) : undefined;
+    if (reason) out.push({ field, reason });
+  }
+  return out;
 }
 
 const mutationResponses = (withConflict: boolean) => ({

@@ -10,7 +10,7 @@
 import { appKeyString, type AppKey } from '../core/identity.ts';
 import { CrateError } from '../core/errors.ts';
 import { docKey, summarizeDesired } from '../desired/document.ts';
-import { INT32_MAX } from '../desired/schema.ts';
+import { DEPLOYMENT_ID_PATTERN, INT32_MAX } from '../desired/schema.ts';
 import type { DeploymentChange } from '../records/records.ts';
 import { isTerminal } from '../records/status.ts';
 import type { ApiContext, ApiInstance } from './app.ts';
@@ -19,6 +19,16 @@ import { AppDeploymentStatus, AppsList, ErrorBody, InstanceDeploymentStatus, Int
 function notFound(id: string): CrateError {
   return new CrateError('E_NOT_FOUND', `no deployment ${id}`);
 }
+
+/**
+ * The string-id routes document 200 and 404 only: an id that cannot name a deployment (empty, too
+ * long, not of the stored form) is simply unknown, a 404, not a 400. Ids are not echoed back: a
+ * path segment may hold anything.
+ */
+const unknownIdAs404 = (req: { params: unknown }, _reply: unknown, done: (err?: Error) => void): void => {
+  const raw = String((req.params as { deployment_id: unknown }).deployment_id);
+  done(DEPLOYMENT_ID_PATTERN.test(raw) ? undefined : new CrateError('E_NOT_FOUND', 'no such deployment'));
+};
 
 export function registerQueries(app: ApiInstance, ctx: ApiContext): void {
   const { records, store } = ctx.deps;
@@ -33,6 +43,7 @@ export function registerQueries(app: ApiInstance, ctx: ApiContext): void {
         params: StringIdParams,
         response: { 200: { ...AppDeploymentStatus, description: 'App Binary Deployment Status' }, 404: { ...ErrorBody, description: 'Not Found' } },
       },
+      preValidation: unknownIdAs404,
     },
     (req) => {
       const s = records.get(req.params.deployment_id);
@@ -92,9 +103,11 @@ export function registerQueries(app: ApiInstance, ctx: ApiContext): void {
         produces: ['text/event-stream'],
         response: {
           200: { description: 'An event stream of status documents', content: { 'text/event-stream': { schema: { type: 'string' } } } },
-          404: { ...ErrorBody, description: 'Not Found' },
+          // The error is JSON, not an event stream: say so, or the document would claim text/event-stream.
+          404: { description: 'Not Found', content: { 'application/json': { schema: ErrorBody } } },
         },
       },
+      preValidation: unknownIdAs404,
     },
     (req, reply) => {
       const id = req.params.deployment_id;

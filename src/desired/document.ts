@@ -42,7 +42,7 @@ import type { Static } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { AppKey } from '../core/identity.ts';
-import { API_VERSION, DesiredAppSchema, DOC_KIND } from './schema.ts';
+import { API_VERSION, DesiredAppSchema, DOC_KIND, httpUrlProblem } from './schema.ts';
 
 export { API_VERSION, DOC_KIND, DesiredAppSchema };
 
@@ -72,6 +72,10 @@ export function plainBinaryVersion(assetUrl: string): string {
 export function checkInvariants(doc: DesiredApp): string[] {
   const out: string[] = [];
   const s = doc.spec;
+  const urlProblem = s.binary ? httpUrlProblem(s.binary.asset_url) : undefined;
+  if (urlProblem) out.push(`spec.binary.asset_url: ${urlProblem}`);
+  const cbProblem = httpUrlProblem(doc.deployment.callback_url);
+  if (cbProblem) out.push(`deployment.callback_url: ${cbProblem}`);
   if (s.runtime === 'binary' && (!s.binary || s.docker)) out.push('spec: runtime binary needs spec.binary and no spec.docker');
   if (s.runtime === 'docker' && (!s.docker || s.binary)) out.push('spec: runtime docker needs spec.docker and no spec.binary');
   const ports = new Map<number, string>();

@@ -69,7 +69,22 @@ export const InstanceId = Type.String({ pattern: pattern(ID_PATTERN) });
 export const SlotName = Type.String({ pattern: pattern(ID_PATTERN) });
 export const Version = Type.String({ pattern: pattern(VERSION_PATTERN) });
 export const Domain = Type.String({ pattern: pattern(DOMAIN_PATTERN), maxLength: DOMAIN_MAX_LENGTH });
-export const HttpUrl = Type.String({ pattern: pattern(HTTP_URL_PATTERN), maxLength: 4096, format: 'uri' });
+// No `format: 'uri'`: fastify's ajv and TypeBox implement it differently (a request could pass one
+// and fail the other); httpUrlProblem is the one extra rule, applied by the API and the document.
+export const HttpUrl = Type.String({ pattern: pattern(HTTP_URL_PATTERN), maxLength: 4096 });
+
+/**
+ * What the pattern cannot say: the URL must be one the operator's HTTP client can use (WHATWG URL
+ * parsing, as undici does: a numeric port, a valid host), http or https, without user info.
+ * Returns the reason, or undefined for a usable URL.
+ */
+export function httpUrlProblem(s: string): string | undefined {
+  if (!URL.canParse(s)) return 'must be a URL an HTTP client can parse (valid host, numeric port)';
+  const u = new URL(s);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return 'must be an http:// or https:// URL';
+  if (u.username !== '' || u.password !== '') return 'must not contain user info';
+  return undefined;
+}
 export const HealthPath = Type.String({ pattern: pattern(HEALTH_PATH_PATTERN) });
 export const Image = Type.String({ pattern: pattern(IMAGE_PATTERN), maxLength: 255 });
 export const Volume = Type.String({ pattern: pattern(VOLUME_PATTERN), maxLength: 2100 });

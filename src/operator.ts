@@ -19,6 +19,7 @@ import { createCaddyObserver } from './observers/caddy.ts';
 import { createDockerObserver } from './observers/docker.ts';
 import { createSystemdObserver } from './observers/systemd.ts';
 import { createTelemetry, telemetrySources, type Telemetry } from './metrics.ts';
+import { planView } from './reconciler/format.ts';
 import { Reconciler } from './reconciler/reconciler.ts';
 import { Records } from './records/records.ts';
 import { startServer, type RunningServer } from './server.ts';
@@ -135,9 +136,10 @@ export async function startOperator(config: OperatorConfig, opts: OperatorOption
         return v === undefined ? undefined : { ...(v as object), state: telemetry.apps.stateOf(key) ?? null };
       },
       metrics: () => telemetry.render(),
-      planFor: async (key, doc) => {
-        const p = await reconciler.planFor(key, doc);
-        return { kind: p.kind, strategy: p.strategy, fallback: p.fallback, drops_traffic: p.dropsTraffic, steps: p.actions.map((a) => a.name), diff: p.diff, notes: p.notes };
+      planFor: async (key, doc) => planView(await reconciler.planFor(key, doc)),
+      planDocument: async (doc) => {
+        const a = await reconciler.planDocument(doc);
+        return { mode: a.mode, deployment_id: a.deploymentId, plan: planView(a.plan) };
       },
     });
     closers.push(() => app.close());

@@ -27,6 +27,7 @@ import { bearerChecker, unauthorized } from './auth.ts';
 import { errorBody, handleError, validationError } from './errors.ts';
 import { registerMutations } from './mutations.ts';
 import { registerQueries } from './queries.ts';
+import { registerPlan, type PlanOfDocument } from './plan.ts';
 
 /** Reachability of the three components the operator drives. */
 export interface BackendStatus {
@@ -69,6 +70,11 @@ export interface AppDeps {
    * The result is returned to the client as is, so it must hold no secret.
    */
   planFor?: (key: AppKey, doc: DesiredApp | undefined) => unknown;
+  /**
+   * What the next reconcile would do if `doc` were its app's document (`POST /v1/plan`); changes
+   * nothing. Without it `POST /v1/plan` answers 500 E_NO_PLANNER.
+   */
+  planDocument?: (doc: DesiredApp) => Promise<PlanOfDocument>;
   /** Clock (tests pin it). */
   now?: () => Date;
   /** Ids of operations the platform sends without one (start/stop/restart, delete without id). */
@@ -228,6 +234,7 @@ export async function buildApp(deps: AppDeps): Promise<ApiInstance> {
 
   registerMutations(app, ctx);
   registerQueries(app, ctx);
+  registerPlan(app, ctx);
 
   await app.ready();
   return app;

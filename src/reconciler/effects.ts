@@ -226,7 +226,9 @@ export function bindEffects(d: EffectDrivers, key: AppKey, doc: () => DesiredApp
         path,
         timeoutMs: cfg.deadlines.probeTimeoutMs,
         intervalMs: cfg.deadlines.probeIntervalMs,
-        deadlineMs: remaining(deadlineAt, d.now()),
+        // A deadline that passed while the operator was down (a resumed step) or is about to pass still
+        // gets one full probe window: the step fails on the app's answer, not on the operator's delay.
+        deadlineMs: Math.max(remaining(deadlineAt, d.now()), cfg.deadlines.probeTimeoutMs),
         signal,
       });
       if (!r.healthy) {

@@ -1,9 +1,13 @@
 /**
- * The route effects and the domain move share one writer per app: a route write never lands between
- * a domain move's Caddy change and its document write, and it takes the domain from the document in
- * force when it writes (a move may have happened since the step was planned). Fakes built from
- * function fields; no host.
+ * Effects (actions bound to drivers) with fakes built from function fields:
+ * - the route effects and the domain move share one writer per app: a route write never lands between
+ *   a domain move's Caddy change and its document write, and it takes the domain from the document in
+ *   force when it writes (a move may have happened since the step was planned);
+ * - a health wait resumed after its deadline passed (the operator was down) still probes the app
+ *   properly once (a loopback HTTP server stands in for the app).
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import type { AppKey } from '../../src/core/identity.ts';
@@ -89,5 +93,41 @@ describe('route effects and domain moves', () => {
     await bindEffects(d, key, () => docWith('a.example.com')).removeRoute(input({ type: 'removeRoute' as const }));
     expect(log).toEqual(['remove']);
     expect(lock.size).toBe(0);
+  });
+});
+
+describe('waitHealthy effect', () => {
+  const app = async (status: number, delayMs: number): Promise<{ port: number; close(): Promise<void> }> => {
+    const srv = http.createServer((_req, res) => setTimeout(() => res.writeHead(status).end(), delayMs));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    return { port: (srv.address() as AddressInfo).port, close: () => new Promise<void>((r) => srv.close(() => r())) };
+  };
+  const cfg = loadConfig({ env: {}, flags: {} });
+  const d = { config: { ...cfg, deadlines: { ...cfg.deadlines, probeTimeoutMs: 500, probeIntervalMs: 50 } }, now: Date.now } as unknown as EffectDrivers;
+  const wait = (port: number) => ({ type: 'waitHealthy' as const, instance: 'a', spec: 'B', port, runtime: 'binary' as const });
+  const withPath = (): DesiredApp => ({ ...docWith('a.example.com'), spec: { ...docWith('a.example.com').spec, health_check_path: '/healthz' } });
+
+  it('resumed past its deadline, it still probes with the full probe timeout and passes a healthy app', async () => {
+    const a = await app(200, 50);
+    try {
+      const fx = bindEffects(d, key, withPath);
+      // The deadline passed a second ago (the operator was down): a 1 ms probe would call it unhealthy.
+      const detail = await fx.waitHealthy({ ...input(wait(a.port)), deadlineAt: Date.now() - 1_000 });
+      expect(detail).toMatch(/^healthy after 1 probe /);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('resumed past its deadline, an unhealthy app fails within one probe window', async () => {
+    const a = await app(500, 0);
+    try {
+      const fx = bindEffects(d, key, withPath);
+      const t0 = Date.now();
+      await expect(fx.waitHealthy({ ...input(wait(a.port)), deadlineAt: Date.now() - 1_000 })).rejects.toMatchObject({ code: 'E_HEALTH_TIMEOUT' });
+      expect(Date.now() - t0).toBeLessThan(2_000);
+    } finally {
+      await a.close();
+    }
   });
 });

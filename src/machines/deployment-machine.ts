@@ -4,6 +4,9 @@
  * to the real drivers at wiring time (fakes in tests). Decisions live in progress.ts; this file only
  * sequences them.
  *
+ * Supersede (CANCEL): the run stops at the next step boundary, or at once when the action in flight
+ * changes nothing on the host (progress.ts INTERRUPTIBLE), and never after the commit point.
+ *
  * Crash safety: the whole context (steps, records, current action and its absolute deadline) is in the
  * persisted snapshot. On restore XState re-runs the in-flight invoked actor, so every effect must be
  * idempotent; its deadline is the persisted `currentDeadlineAt`, so it is re-armed, not restarted.
@@ -11,7 +14,7 @@
 import { assign, createActor, fromPromise, setup, type Actor, type ActorLogicFrom } from 'xstate';
 import { describeError } from '../core/errors.ts';
 import type { Action, ActionType } from '../reconciler/model.ts';
-import { actionFailed, actionSucceeded, requestCancel, type RunContext, type StepDeadlines } from './progress.ts';
+import { actionFailed, actionSucceeded, canInterrupt, interruptForCancel, requestCancel, type RunContext, type StepDeadlines } from './progress.ts';
 
 export const ACTION_TYPES: readonly ActionType[] = [
   'fetchRelease',
@@ -83,6 +86,14 @@ export function createDeploymentMachine(deps: MachineDeps) {
               actionFailed(context, deps.now(), describeError(event.error), deps.deadlines),
             ),
           },
+        },
+        // Superseded while an action that changes nothing runs (a health wait...): stop now; leaving the
+        // state stops the invoked actor, which aborts its signal. Any other action finishes first.
+        on: {
+          CANCEL: [
+            { guard: ({ context }: { context: RunContext }) => canInterrupt(context), target: 'dispatch', actions: assign(({ context }: { context: RunContext }) => interruptForCancel(context, deps.now())) },
+            { actions: assign(({ context }: { context: RunContext }) => requestCancel(context)) },
+          ],
         },
       },
     ]),

@@ -177,6 +177,31 @@ export function requestCancel(ctx: RunContext): RunContext {
   return ctx.outcome ? ctx : { ...ctx, cancelRequested: true };
 }
 
+/**
+ * Actions that change nothing on the host (or only fill a cache): a supersede may interrupt them
+ * instead of waiting for them to finish (a health wait of a broken version lasts the whole deadline).
+ */
+export const INTERRUPTIBLE: ReadonlySet<Action['type']> = new Set(['fetchRelease', 'pullImage', 'waitHealthy']);
+
+/** Whether a cancel may stop the run now, in the middle of its current action. */
+export function canInterrupt(ctx: RunContext): boolean {
+  return !ctx.outcome && ctx.mode === 'forward' && !ctx.committed && ctx.current !== null && INTERRUPTIBLE.has(ctx.current.type);
+}
+
+/**
+ * Superseded in the middle of an interruptible action (see canInterrupt): the run ends `superseded`
+ * now; the interrupted step and every pending one are `skipped`. Otherwise the same as requestCancel.
+ */
+export function interruptForCancel(ctx: RunContext, now: number): RunContext {
+  if (!canInterrupt(ctx)) return requestCancel(ctx);
+  const step = ctx.steps[ctx.index];
+  const records = ctx.records.map((r): StepRecord => {
+    if (r.id === step?.id) return { ...r, status: 'skipped', finishedAt: now, detail: 'interrupted: a newer deployment superseded this one' };
+    return r.status === 'pending' ? { ...r, status: 'skipped' } : r;
+  });
+  return { ...ctx, records, cancelRequested: true, current: null, currentDeadlineAt: null, outcome: 'superseded' };
+}
+
 /** The actions that completed so far, in order: finished forward steps, then finished undo actions. */
 export function completedActions(ctx: RunContext): Action[] {
   const forward = ctx.steps.filter((s) => ctx.records.find((r) => r.id === s.id)?.status === 'succeeded' || ctx.records.find((r) => r.id === s.id)?.status === 'rolled_back').map((s) => s.action);

@@ -18,18 +18,19 @@ describe('supersede end to end', () => {
     const domain = `${t.team}.sup.test`;
     const [b, g] = [`${t.team}-b`, `${t.team}-g`];
     const slots = { blue: { instance_id: b, port: await freePort() }, green: { instance_id: g, port: await freePort() } };
-    const deploy = (id: number, version: string, env: Record<string, string> = {}) =>
+    const deploy = (id: number, version: string, asset = `app-${version}.tar.gz`) =>
       t.api('POST', '/v1/app/instance/binary/deploy', {
         app_id: 1, environment_id: 1, team_id: t.team, deployment_id: id, deployment_strategy: 'blue_green', domain,
-        asset_url: `${host.assets.baseUrl}/app-${version}.tar.gz`, callback_url: cb.url(String(id)), env_vars: env,
+        asset_url: `${host.assets.baseUrl}/${asset}`, callback_url: cb.url(String(id)), env_vars: {},
         health_check_path: '/healthz', target_version: version, slots,
       });
 
     expect((await deploy(1001, 'v1')).status).toBe(202);
     expect((await t.settle(1001)).status).toBe('succeeded');
 
-    // v2 starts slowly: supersede it while it waits for health.
-    expect((await deploy(1002, 'v2', { SLOW_START_MS: '3000' })).status).toBe(202);
+    // v2 never gets healthy (a broken build): supersede it while it waits for health. The wait is
+    // interrupted (it changes nothing), so v3 does not wait out v2's health deadline.
+    expect((await deploy(1002, 'v2', 'app-v2-broken.tar.gz')).status).toBe(202);
     await waitFor('v2 to wait for health', async () => {
       const s = (await t.api('GET', '/v1/app/deploy/1002/status')).body;
       return typeof s.phase === 'string' && s.phase.startsWith('wait until');
@@ -41,6 +42,7 @@ describe('supersede end to end', () => {
     const s3 = await t.settle(1003);
     const took = Date.now() - t0;
     expect(s3.status).toBe('succeeded');
+    expect(took).toBeLessThan(t.config.deadlines.healthyMs);
     expect(JSON.parse((await t.viaCaddy(domain)).text)).toMatchObject({ version: 'v3' });
     // Converged: one active unit (v3), routed; v2 runs nowhere; it stays so past a resync.
     await t.op.reconciler.runner.idle();

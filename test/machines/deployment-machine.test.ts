@@ -102,12 +102,12 @@ describe('deployment machine', () => {
   });
 
   it('stops at the next safe point when superseded before the commit', async () => {
-    const h = fakes({}, 'waitHealthy:2');
+    const h = fakes({}, 'createRun:2');
     const machine = createDeploymentMachine({ effects: h.effects, now: () => h.clock.t, deadlines });
     const actor = createActor(machine, { input: advance(initialRun('d1', steps, 0, 60_000), 0, deadlines) }).start();
-    await waitFor(actor, (s) => s.value === 'waitHealthy');
+    await waitFor(actor, (s) => s.value === 'createRun');
     actor.send({ type: 'CANCEL' });
-    expect(actor.getSnapshot().status).toBe('active'); // never in the middle of a step
+    expect(actor.getSnapshot().status).toBe('active'); // never in the middle of a step that changes the host
     const snap = actor.getPersistedSnapshot();
     actor.stop();
     // The step in flight finishes (resolve it by restoring with a non-hanging effect), then it stops.
@@ -116,7 +116,47 @@ describe('deployment machine', () => {
     const restored = restoreDeployment(m2, snap).start();
     const done = await waitFor(restored, (s) => s.status === 'done');
     expect(done.value).toBe('superseded');
-    expect(h2.calls).toEqual(['waitHealthy:2']);
+    expect(h2.calls).toEqual(['createRun:2']);
+    expect(statuses(done)).toEqual(['s1:succeeded', 's2:succeeded', 's3:skipped', 's4:skipped', 's5:skipped', 's6:skipped']);
+  });
+
+  it('interrupts a health wait when superseded before the commit (it only reads): ends superseded at once', async () => {
+    let aborted = false;
+    const h = fakes();
+    const effects = {
+      ...h.effects,
+      // A probe that would wait for the whole healthy deadline (a broken version).
+      waitHealthy: ({ signal }: EffectInput) =>
+        new Promise<void>((_resolve, reject) => signal.addEventListener('abort', () => {
+          aborted = true;
+          reject(new CrateError('E_ABORTED', 'aborted'));
+        })),
+    } as Effects;
+    const machine = createDeploymentMachine({ effects, now: () => h.clock.t, deadlines });
+    const actor = createActor(machine, { input: advance(initialRun('d1', steps, 0, 60_000), 0, deadlines) }).start();
+    await waitFor(actor, (s) => s.value === 'waitHealthy');
+    actor.send({ type: 'CANCEL' });
+    const done = await waitFor(actor, (s) => s.status === 'done', { timeout: 500 });
+    expect(done.value).toBe('superseded');
+    expect(aborted).toBe(true);
+    expect(statuses(done)).toEqual(['s1:succeeded', 's2:succeeded', 's3:skipped', 's4:skipped', 's5:skipped', 's6:skipped']);
+    expect(done.context.records.find((r) => r.id === 's3')?.detail).toMatch(/superseded/);
+    // Nothing ran after the cancel: no route switch, no rollback.
+    expect(h.calls).toEqual(['fetchRelease', 'createRun:2']);
+  });
+
+  it('does not interrupt a health wait of a rollback', async () => {
+    // Rolling back after the route switch failed: undo waits for the old run (a health wait in rollback mode).
+    const plan = [...steps.slice(0, 3), { ...(steps[3] as PlannedAction), undo: [{ type: 'waitHealthy' as const, instance: 'b', spec: 'A', port: 1, runtime: 'binary' as const }] }];
+    const h = fakes({ 'setRoute:2': new CrateError('E_X', 'boom') }, 'waitHealthy:1');
+    const machine = createDeploymentMachine({ effects: h.effects, now: () => h.clock.t, deadlines });
+    const actor = createActor(machine, { input: advance(initialRun('d1', plan, 0, 60_000), 0, deadlines) }).start();
+    await waitFor(actor, (s) => s.value === 'waitHealthy' && s.context.mode === 'rollback');
+    actor.send({ type: 'CANCEL' });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(actor.getSnapshot().status).toBe('active');
+    expect(actor.getSnapshot().context.mode).toBe('rollback');
+    actor.stop();
   });
 
   it('ignores a cancel after the commit point and finishes', async () => {

@@ -128,8 +128,9 @@ export function formatHostPlan(r: HostPlanReport, opts: FormatOptions = {}): str
   const c = painter(opts.color ?? false);
   let out = '';
   for (const a of r.plans) out += formatAppPlan(a, opts);
-  for (const e of r.documentErrors) out += `${c('red', '✗')} ${e.path}: ${e.error} (the last valid version, if any, is planned)\n`;
-  for (const [component, why] of Object.entries(r.unavailable)) out += `${c('red', '✗')} ${component} unavailable: ${why ?? ''} (nothing that depends on it is planned)\n`;
+  const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ');
+  for (const e of r.documentErrors) out += `${c('red', '✗')} ${e.path}: ${oneLine(e.error)} (the last valid version, if any, is planned)\n`;
+  for (const [component, why] of Object.entries(r.unavailable)) out += `${c('red', '✗')} ${component} unavailable: ${oneLine(why ?? '')} (nothing that depends on it is planned)\n`;
   const changed = r.plans.filter(hasChanges).length;
   const alone = r.plans.filter((a) => a.mode === 'left_alone' && a.plan.notes.length > 0).length;
   const synced = r.plans.length - changed - alone;

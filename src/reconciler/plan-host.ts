@@ -4,7 +4,9 @@
  * `Reconciler.planAll` (a running operator) and by `planOffline` (the `crate-operator diff` command,
  * which reads the state dir and the host without starting an operator and without writing anything).
  */
+import { existsSync } from 'node:fs';
 import type { OperatorConfig } from '../config.ts';
+import { CrateError } from '../core/errors.ts';
 import { appKeyString, parseAppKey, type AppKey } from '../core/identity.ts';
 import { docKey, type DesiredApp } from '../desired/document.ts';
 import { DesiredStore, type DocError } from '../desired/store.ts';
@@ -63,10 +65,13 @@ export interface HostPlan {
  * Plan the host from a state dir and the configured components, as a pass of an operator started on
  * that state dir would, without starting one and without writing anything (documents are read
  * read-only, the records database is opened read-only or treated as empty when there is none).
- * Apps whose document was deleted while no operator watched are shown as left alone.
+ * Apps whose document was deleted while no operator watched are shown as left alone. Throws
+ * E_CONFIG when the state dir does not exist.
  */
 export async function planOffline(config: OperatorConfig, opts: { systemdEnv?: Readonly<Record<string, string | undefined>>; now?: () => number } = {}): Promise<HostPlan> {
   const now = opts.now ?? Date.now;
+  // A mistyped state dir would otherwise plan "nothing desired" and look in sync.
+  if (!existsSync(config.stateDir)) throw new CrateError('E_CONFIG', `state dir ${config.stateDir} does not exist`);
   const store = await DesiredStore.open(config.stateDir, { readOnly: true });
   const records = openRecordsReader(config.stateDir);
   const sdOpts = { scope: config.systemdScope, ...(opts.systemdEnv ? { env: opts.systemdEnv } : {}) };

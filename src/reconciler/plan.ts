@@ -68,27 +68,31 @@ class Steps {
 
 const hasDrift = (route: ObservedRoute | null): boolean => (route?.drift?.length ?? 0) > 0;
 
-/** Picks surge ports: the lowest free ports of the range, never one in use or already handed out. */
+/**
+ * Picks surge ports: the lowest free ports of the range, never one in use or already handed out.
+ * `used` (every port of every app on the host) is only asked, never copied: a pass plans every app,
+ * so a copy per app would make a pass quadratic in the number of apps.
+ */
 class PortPicker {
-  private readonly taken: Set<number>;
+  private readonly claimed: Set<number>;
   constructor(
-    used: ReadonlySet<number>,
+    private readonly used: ReadonlySet<number>,
     reserved: number[],
     private readonly range: { from: number; to: number },
   ) {
-    this.taken = new Set([...used, ...reserved]);
+    this.claimed = new Set(reserved);
   }
   take(): number | null {
     for (let p = this.range.from; p <= this.range.to; p++) {
-      if (!this.taken.has(p)) {
-        this.taken.add(p);
+      if (!this.used.has(p) && !this.claimed.has(p)) {
+        this.claimed.add(p);
         return p;
       }
     }
     return null;
   }
   claim(p: number): void {
-    this.taken.add(p);
+    this.claimed.add(p);
   }
 }
 

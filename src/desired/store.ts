@@ -77,6 +77,11 @@ export function isIgnoredName(base: string): boolean {
   return base.startsWith('.') || EDITOR_LEFTOVER.test(base);
 }
 
+/** The `DesiredStore.appLock` key of an app. */
+export function appLockKey(key: AppKey): string {
+  return `app:${appKeyString(key)}`;
+}
+
 /** sha256 hex of a file's content, as `isOwnWrite` expects it. */
 export function contentHash(text: string | Uint8Array): string {
   return createHash('sha256').update(text).digest('hex');
@@ -102,7 +107,15 @@ export class DesiredStore {
   private readonly ownWrites = new Map<string, string | null>();
   private readonly lastGoodHash = new Map<string, string>();
   private readonly lock = new KeyedMutex();
+  /**
+   * Serialises one app's read-decide-write of its document and its deployment records between the
+   * API (a mutation writes the document, then records the deployment) and the reconciler (a pass
+   * reads both and records a hand-written document it finds), so neither sees the other's half-done
+   * change. Hold `appLockKey(key)`; keep the section short (never across host effects).
+   */
+  readonly appLock = new KeyedMutex();
   private readonly readOnly: boolean;
+  private readonly goneWhileClosed: AppKey[] = [];
 
   private constructor(stateDir: string, opts: StoreOptions) {
     this.root = path.join(path.resolve(stateDir), 'desired');
@@ -120,6 +133,10 @@ export class DesiredStore {
     const s = new DesiredStore(stateDir, opts);
     if (s.readOnly) {
       for (const file of await listFiles(s.root)) await s.reloadFile(file);
+      for (const file of await listFiles(s.lastGoodRoot)) {
+        const key = s.keyForPath(file, s.lastGoodRoot);
+        if (key && !s.inForce.has(appKeyString(key)) && !s.errs.has(appKeyString(key))) s.goneWhileClosed.push(key);
+      }
       return s;
     }
     await ensureDir(s.root);
@@ -127,12 +144,26 @@ export class DesiredStore {
     const stray = [...(await cleanStrayTemps(s.root)), ...(await cleanStrayTemps(s.lastGoodRoot))];
     if (stray.length > 0) s.log.info({ files: stray.length }, 'removed temp files of interrupted writes');
     for (const file of await listFiles(s.root)) await s.reloadFile(file);
-    // A copy whose document file is gone belongs to a deleted app (crash between the two unlinks).
+    // A copy whose document file is gone belongs to an app whose document was deleted while no store
+    // was open (by hand, or a crash between the two unlinks of a delete): it is no longer desired.
     for (const file of await listFiles(s.lastGoodRoot)) {
       const key = s.keyForPath(file, s.lastGoodRoot);
-      if (key && !s.inForce.has(appKeyString(key)) && !s.errs.has(appKeyString(key))) await removeFileDurably(file);
+      if (key && !s.inForce.has(appKeyString(key)) && !s.errs.has(appKeyString(key))) {
+        s.goneWhileClosed.push(key);
+        await removeFileDurably(file);
+      }
     }
     return s;
+  }
+
+  /**
+   * Apps whose document file was deleted while no store had this state dir open (found at `open`:
+   * their last-good copy outlived the document). Like a file deleted under a watching operator, the
+   * app is no longer desired. Reported by the opening that found them (the copy is then removed,
+   * except read-only).
+   */
+  removedWhileClosed(): AppKey[] {
+    return [...this.goneWhileClosed];
   }
 
   /** Absolute path of an app's document. */

@@ -65,8 +65,8 @@ export interface HostPlan {
  * Plan the host from a state dir and the configured components, as a pass of an operator started on
  * that state dir would, without starting one and without writing anything (documents are read
  * read-only, the records database is opened read-only or treated as empty when there is none).
- * Apps whose document was deleted while no operator watched are shown as left alone. Throws
- * E_CONFIG when the state dir does not exist.
+ * Apps whose document was deleted while no operator ran are planned for removal, as the operator
+ * would at its next start. Throws E_CONFIG when the state dir does not exist.
  */
 export async function planOffline(config: OperatorConfig, opts: { systemdEnv?: Readonly<Record<string, string | undefined>>; now?: () => number } = {}): Promise<HostPlan> {
   const now = opts.now ?? Date.now;
@@ -81,7 +81,7 @@ export async function planOffline(config: OperatorConfig, opts: { systemdEnv?: R
   try {
     const snap = await observeHost({ systemd: () => systemd.observe(), docker: () => docker.observe(), caddy: () => caddy.observe() }, now);
     const view: RecordsView = records ?? { latestForApp: () => undefined, getRecord: () => undefined, active: () => [] };
-    const plans = planHost(snap, store.list(), view, new Set(), { usedPorts: snap.usedPorts, surgePorts: config.surgePorts, availability: snap.availability }, now());
+    const plans = planHost(snap, store.list(), view, new Set(store.removedWhileClosed().map(appKeyString)), { usedPorts: snap.usedPorts, surgePorts: config.surgePorts, availability: snap.availability }, now());
     return { plans, documentErrors: [...store.errors().values()], unavailable: snap.unavailable };
   } finally {
     records?.close();

@@ -10,7 +10,7 @@ import { CrateError, describeError } from '../core/errors.ts';
 import { appKeyString, parseAppKey, type AppKey } from '../core/identity.ts';
 import { docKey, type DesiredApp } from '../desired/document.ts';
 import { KeyedMutex } from '../desired/lock.ts';
-import type { DesiredStore } from '../desired/store.ts';
+import { appLockKey, type DesiredStore } from '../desired/store.ts';
 import type { CallbackSender } from '../drivers/callbacks.ts';
 import { DeploymentRunner, type StepEvent } from '../machines/runner.ts';
 import { ACTION_TYPES, type EffectInput } from '../machines/deployment-machine.ts';
@@ -92,13 +92,15 @@ export class Reconciler {
   /** One route writer per app: deployments, heals and domain moves (see effects.ts asRouteWriter). */
   private readonly routeLock = new KeyedMutex();
   private readonly drivers: EffectDrivers;
-  /** Apps whose document was deleted while the operator watched (a GitOps prune): they are removed. */
+  /** Apps whose document was deleted (while watched, or while the operator was down): they are removed. */
   private readonly pruned = new Set<string>();
   /** Abort handles of the heals in flight (stop() aborts them). */
   private readonly healing = new Set<AbortController>();
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? Date.now;
+    // Documents deleted while the operator was down are pruned like those deleted while it watched.
+    for (const k of deps.store.removedWhileClosed()) this.pruned.add(appKeyString(k));
     this.deadlines = stepDeadlines(deps.config);
     this.drivers = { ...deps.drivers, routeLock: this.routeLock };
     this.runner = new DeploymentRunner({
@@ -264,6 +266,9 @@ export class Reconciler {
     for (const d of this.deps.store.list()) keys.add(appKeyString({ team: d.metadata.team, env: d.metadata.environment, app: d.metadata.app }));
     if (this.last) for (const k of this.last.apps.keys()) keys.add(k);
     for (const r of this.deps.records.active()) keys.add(appKeyString(r.key));
+    // Pruned apps have no document and may not be observed yet (an operator started with no document
+    // never observes until some key is visited).
+    for (const k of this.pruned) keys.add(k);
     return [...keys];
   }
 
@@ -285,6 +290,15 @@ export class Reconciler {
   private async reconcile(keyStr: string, snap: HostSnapshot): Promise<Outcome> {
     const key = parseAppKey(keyStr);
     if (!key) return { kind: 'terminal', error: { code: 'E_BAD_KEY', message: `not an app key: ${keyStr}` } };
+    // Decide under the app's lock: the API writes a document and then records its deployment under
+    // the same lock, so a pass never mistakes an API document whose record is not written yet for a
+    // hand-written one. Heals (host effects) run after the lock is released.
+    const d = await this.deps.store.appLock.run([appLockKey(key)], () => Promise.resolve(this.decide(key, keyStr, snap)));
+    return 'heal' in d ? this.heal(key, keyStr, d.heal) : d;
+  }
+
+  /** The decision of one pass (and what can be done at once); a heal plan is returned, not run. */
+  private decide(key: AppKey, keyStr: string, snap: HostSnapshot): Outcome | { heal: Plan } {
     const running = this.runner.activeFor(key);
     const latest = this.deps.records.latestForApp(key);
     if (running) {
@@ -341,7 +355,7 @@ export class Reconciler {
       if (!doc) this.pruned.delete(keyStr);
       return { kind: 'done' };
     }
-    return this.heal(key, keyStr, p);
+    return { heal: p };
   }
 
   /** Carry out a heal plan directly, step by step; the first failure ends it (retried with backoff). */

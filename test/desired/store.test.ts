@@ -269,3 +269,22 @@ async function tree(root: string): Promise<string[]> {
   }
   return out.sort();
 }
+
+describe('documents deleted while no store was open', () => {
+  it('are reported once by removedWhileClosed (their last-good copy outlived them), read-only too', async () => {
+    const s = await DesiredStore.open(dir);
+    await s.write(withVersion('1'));
+    await s.write({ ...withVersion('1'), metadata: { team: 'acme', environment: 2, app: 18 } });
+    await rm(docFile());
+    const ro = await DesiredStore.open(dir, { readOnly: true });
+    expect(ro.removedWhileClosed()).toEqual([KEY]);
+    const again = await DesiredStore.open(dir);
+    expect(again.removedWhileClosed()).toEqual([KEY]);
+    expect(again.list().map((d) => d.metadata.app)).toEqual([18]);
+    // The copy is gone now: the next opening has nothing to report.
+    expect((await DesiredStore.open(dir)).removedWhileClosed()).toEqual([]);
+    // An API delete removes both files: nothing to report either.
+    await again.remove({ team: 'acme', env: 2, app: 18 });
+    expect((await DesiredStore.open(dir)).removedWhileClosed()).toEqual([]);
+  });
+});

@@ -7,7 +7,9 @@ import { rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { appDir } from '../../src/drivers/layout.ts';
-import { freePort } from '../harness/index.ts';
+import { pino } from 'pino';
+import { startOperator } from '../../src/operator.ts';
+import { cleanupAfter, freePort, systemdEnv } from '../harness/index.ts';
 import { docPath, dropFile, handYaml, routeOf, unitsOf } from './gitops.ts';
 import { startTestOperator, waitFor } from './operator.ts';
 
@@ -51,4 +53,19 @@ describe('GitOps drops', () => {
     expect(await unitsOf(key)).toEqual([]);
     console.log(`gitops figures: drop→served ${dropToServe} ms, edit→served ${editToServe} ms, delete→removed ${removeToGone} ms`);
   }, 60_000);
+  it('a file deleted while the operator was down: the app is removed at the next start', async () => {
+    const t = await startTestOperator({ resyncMs: 1_000 });
+    const key = { team: t.team, env: 1, app: 2 };
+    const domain = `${t.team}.away.test`;
+    const file = docPath(t.config.stateDir, key);
+    await dropFile(file, handYaml({ team: t.team, app: 2, version: 'v1', deploymentId: '511', domain, instances: { web: { port: await freePort() } } }));
+    expect((await t.settle(511)).status).toBe('succeeded');
+    await t.op.stop();
+    await rm(file);
+    expect((await unitsOf(key)).filter((u) => u.active === 'active')).toHaveLength(1);
+    const again = await startOperator(t.config, { systemdEnv: systemdEnv(), listen: false, logger: pino({ level: process.env.CRATE_LOG_LEVEL ?? 'warn' }) });
+    cleanupAfter(() => again.stop());
+    await waitFor('units gone', async () => (await unitsOf(key)).length === 0, 20_000);
+    await waitFor('route gone', async () => (await routeOf(key)) === undefined);
+  }, 40_000);
 });

@@ -20,7 +20,7 @@ import type { OperatorConfig } from '../config.ts';
 import { CrateError } from '../core/errors.ts';
 import type { AppKey } from '../core/identity.ts';
 import type { DesiredApp } from '../desired/document.ts';
-import { KeyedMutex } from '../desired/lock.ts';
+import type { KeyedMutex } from '../desired/lock.ts';
 import type { DesiredStore } from '../desired/store.ts';
 import type { Records } from '../records/records.ts';
 import { bearerChecker, unauthorized } from './auth.ts';
@@ -151,7 +151,8 @@ export async function buildApp(deps: AppDeps): Promise<ApiInstance> {
     deps,
     now: deps.now ?? (() => new Date()),
     newId: deps.newDeploymentId ?? (() => `op-${randomUUID()}`),
-    lock: new KeyedMutex(),
+    // The store's app lock: the reconciler decides under the same keys (see DesiredStore.appLock).
+    lock: deps.store.appLock,
   };
 
   // JSON only (text/plain and others answer 415). JSON.parse keeps a `__proto__` key as an own

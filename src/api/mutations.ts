@@ -17,6 +17,7 @@ import { CrateError } from '../core/errors.ts';
 import { appKeyString, type AppKey } from '../core/identity.ts';
 import { diffDesired, summarizeDesired, type DesiredApp } from '../desired/document.ts';
 import { httpUrlProblem } from '../desired/schema.ts';
+import { appLockKey } from '../desired/store.ts';
 import type { DeploymentAction } from '../records/status.ts';
 import type { ApiContext, ApiInstance } from './app.ts';
 import { validationError, type FieldIssue } from './errors.ts';
@@ -93,7 +94,7 @@ async function mutate(ctx: ApiContext, m: Mutation, dryRun: boolean, log: { warn
   const { store, records } = ctx.deps;
   const id = m.platformId !== null ? String(m.platformId) : ctx.newId();
   const hash = m.platformId !== null ? requestHash(m.endpoint, m.body) : null;
-  const keys = [`id:${id}`, `app:${appKeyString(m.key)}`];
+  const keys = [`id:${id}`, appLockKey(m.key)];
   return ctx.lock.run(keys, async () => {
     const existing = records.getRecord(id);
     if (existing) {
@@ -408,7 +409,7 @@ export function registerMutations(app: ApiInstance, ctx: ApiContext): void {
         throw validationError([{ field: 'server_id', reason: `this host is ${JSON.stringify(cfg.serverId)}; the request is for another server` }]);
       }
       const key = keyOf(b);
-      const body = await ctx.lock.run([`app:${appKeyString(key)}`], async () => {
+      const body = await ctx.lock.run([appLockKey(key)], async () => {
         const { store } = ctx.deps;
         for (const other of store.list()) {
           const k = appKeyString({ team: other.metadata.team, env: other.metadata.environment, app: other.metadata.app });

@@ -7,7 +7,7 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { buildApp } from './api/app.ts';
 import type { OperatorConfig } from './config.ts';
-import { appKeyString, type AppKey } from './core/identity.ts';
+import { appKeyString, parseAppKey, type AppKey } from './core/identity.ts';
 import { DesiredStore } from './desired/store.ts';
 import { createCallbackSender, recordsCallbackStore } from './drivers/callbacks.ts';
 import { createCaddyDriver } from './drivers/caddy.ts';
@@ -115,7 +115,12 @@ export async function startOperator(config: OperatorConfig, opts: OperatorOption
       log,
       watch: opts.watch ?? true,
       onPass: (key, outcome, ms) => telemetry.onPass(key, outcome, ms),
-      onHeal: (key, plan, outcome) => telemetry.onHeal(key, plan, outcome),
+      onHeal: (key, plan, outcome) => {
+        telemetry.onHeal(key, plan, outcome);
+        // Look again after a heal: the next pass observes its result (and the app's state shows it).
+        const k = parseAppKey(key);
+        if (outcome === 'healed' && k) reconciler.trigger(k);
+      },
       onStep: (e) => telemetry.onStep(e),
     });
     view.of = (key) => reconciler.observedView(key);

@@ -19,6 +19,11 @@ export interface CaddyOptions {
   gracePeriod?: string;
   /** Readiness deadline; default 15 s. */
   readyDeadlineMs?: number;
+  /**
+   * Listen address of the HTTP server (`HOST:PORT`, e.g. `127.0.0.1:8080`). Default: a free loopback
+   * port. A fixed address that is taken fails the start (E_HOST_START) instead of moving elsewhere.
+   */
+  httpListen?: string;
 }
 
 /** A running private Caddy. */
@@ -35,8 +40,8 @@ export interface CaddyHandle {
   stop(): Promise<void>;
 }
 
-/** The boot configuration: admin on `adminPort`, one empty HTTP server `serverName` on `httpPort`. */
-export function caddyBootConfig(o: { adminPort: number; httpPort: number; serverName: string; gracePeriod: string }): object {
+/** The boot configuration: admin on `adminPort`, one empty HTTP server `serverName` on `httpPort` (or `httpListen`). */
+export function caddyBootConfig(o: { adminPort: number; httpPort: number; httpListen?: string | undefined; serverName: string; gracePeriod: string }): object {
   return {
     admin: { listen: `127.0.0.1:${o.adminPort}`, config: { persist: false } },
     logging: { logs: { default: { level: 'WARN' } } },
@@ -45,7 +50,7 @@ export function caddyBootConfig(o: { adminPort: number; httpPort: number; server
         grace_period: o.gracePeriod,
         servers: {
           [o.serverName]: {
-            listen: [`127.0.0.1:${o.httpPort}`],
+            listen: [o.httpListen ?? `127.0.0.1:${o.httpPort}`],
             automatic_https: { disable: true },
             routes: [],
           },
@@ -75,12 +80,18 @@ export async function startCaddy(opts: CaddyOptions): Promise<CaddyHandle> {
   await mkdir(home, { recursive: true, mode: 0o700 });
   const configFile = path.join(opts.dir, 'caddy.json');
   const logFile = path.join(opts.dir, 'caddy.log');
+  let fixedPort: number | undefined;
+  if (opts.httpListen !== undefined) {
+    const m = /:([0-9]{1,5})$/.exec(opts.httpListen);
+    if (!m) throw new CrateError('E_HOST_START', `caddy: bad listen address ${opts.httpListen}`);
+    fixedPort = Number(m[1]);
+  }
 
   for (let attempt = 1; ; attempt++) {
     const adminPort = await freePort();
-    let httpPort = await freePort();
+    let httpPort = fixedPort ?? (await freePort());
     while (httpPort === adminPort) httpPort = await freePort();
-    const config = caddyBootConfig({ adminPort, httpPort, serverName, gracePeriod: opts.gracePeriod ?? '10s' });
+    const config = caddyBootConfig({ adminPort, httpPort, httpListen: opts.httpListen, serverName, gracePeriod: opts.gracePeriod ?? '10s' });
     await writeFile(configFile, JSON.stringify(config, null, 2));
     await rm(logFile, { force: true });
     const proc = spawnComponent(caddy, ['run', '--config', configFile], {
@@ -107,7 +118,14 @@ export async function startCaddy(opts: CaddyOptions): Promise<CaddyHandle> {
       await waitReady('caddy', proc, () => pingCaddy(adminUrl, 1000), opts.readyDeadlineMs ?? 15_000);
       return { pid: proc.pid, adminUrl, httpPort, serverName, configFile, logFile, stop };
     } catch (err) {
-      const inUse = /address already in use/i.test(logTail(logFile, 50));
+      const log = logTail(logFile, 50);
+      const inUse = /address already in use/i.test(log);
+      // Only the admin port can move; a fixed HTTP address that is taken is the caller's to change.
+      const httpTaken = fixedPort !== undefined && new RegExp(`:${fixedPort}\\b[^\\n]*address already in use`, 'i').test(log);
+      if (httpTaken) {
+        await stop().catch(() => undefined);
+        throw new CrateError('E_HOST_START', `caddy: ${opts.httpListen ?? ''} is already in use`, { cause: err, details: { listen: opts.httpListen } });
+      }
       if (inUse && attempt < 4 && hasCode(err, 'E_HOST_START')) {
         await stopComponent(proc, 5000);
         continue;

@@ -20,6 +20,11 @@ export interface DockerdOptions {
   id: string;
   /** Readiness deadline; default 30 s. */
   readyDeadlineMs?: number;
+  /**
+   * Data root (images, containers, volumes) outside `dir`, kept by stop(), so images survive a
+   * restart (the operator's dev mode). Default: inside `dir`, removed by stop().
+   */
+  dataRoot?: string;
 }
 
 /** A running private dockerd. */
@@ -128,7 +133,7 @@ export async function startDockerd(opts: DockerdOptions): Promise<DockerdHandle>
   requireBinary('ip', 'iproute2');
 
   const socket = path.join(opts.dir, 'docker.sock');
-  const dataRoot = path.join(opts.dir, 'data');
+  const dataRoot = opts.dataRoot ?? path.join(opts.dir, 'data');
   const execRoot = path.join(opts.dir, 'exec');
   const configFile = path.join(opts.dir, 'daemon.json');
   const logFile = path.join(opts.dir, 'dockerd.log');

@@ -45,6 +45,9 @@ interface Row {
   n: number;
   setupMs: number;
   pass: Summary;
+  /** The pass's two halves: the host observation, and plan() for every app. */
+  observe: Summary;
+  plan: Summary;
   /** Host calls of one pass, by component. */
   calls: Record<HostComponent, number>;
   /** Plans with actions in the no-op passes (must be 0). */
@@ -215,8 +218,13 @@ async function scenario(host: TestHost, runtime: Runtime, n: number, opts: { pas
       const emptyApp = (key: AppKey): ObservedApp => ({ key, runs: [], route: null });
       let actions = 0;
       const samples: number[] = [];
+      const observeMs: number[] = [];
+      const planMs: number[] = [];
       const onePass = async (): Promise<void> => {
+        const t0 = performance.now();
         const snap = await observeHost(observers, Date.now);
+        const t1 = performance.now();
+        observeMs.push(t1 - t0);
         for (const doc of store.list()) {
           const key = { team: doc.metadata.team, env: doc.metadata.environment, app: doc.metadata.app };
           const observed = snap.apps.get(appKeyString(key)) ?? emptyApp(key);
@@ -226,9 +234,12 @@ async function scenario(host: TestHost, runtime: Runtime, n: number, opts: { pas
             if (notes.length < 3) notes.push(`${appKeyString(key)} planned: ${p.actions.map((a) => a.name).join('; ')}`);
           }
         }
+        planMs.push(performance.now() - t1);
       };
       for (let i = 0; i < 3; i++) await onePass(); // warm-up (JIT, connection set-up)
       actions = 0;
+      observeMs.length = 0;
+      planMs.length = 0;
       const before = hostCallCounts();
       for (let i = 0; i < opts.passes; i++) samples.push((await timed(onePass))[1]);
       const calls = callsSince(before, opts.passes);
@@ -317,6 +328,8 @@ async function scenario(host: TestHost, runtime: Runtime, n: number, opts: { pas
         n,
         setupMs: Math.round(setupMs),
         pass,
+        observe: summarize(observeMs),
+        plan: summarize(planMs),
         calls,
         actions,
         loop: summarize(loopSamples),
@@ -363,12 +376,14 @@ export async function reconcileScaling(host: TestHost, opts: BenchOptions): Prom
   const text = [
     'No-op reconcile pass: observeHost + plan() for every app (pass), the operator loop over every app (loop), and a naive observer (per-unit systemctl show / per-container inspect).',
     table(
-      ['runtime', 'N', 'pass median', 'pass p95', 'calls/pass (sd/dk/cd)', 'actions', 'loop median', 'loop p95', 'loop calls', 'naive median', 'naive calls', 'naive/pass', 'batched show', 'RSS MiB', 'peak MiB'],
+      ['runtime', 'N', 'pass median', 'pass p95', 'observe', 'plan', 'calls/pass (sd/dk/cd)', 'actions', 'loop median', 'loop p95', 'loop calls', 'naive median', 'naive calls', 'naive/pass', 'batched show', 'RSS MiB', 'peak MiB'],
       rows.map((r) => [
         r.runtime,
         r.n,
         r.pass.median,
         r.pass.p95,
+        r.observe.median,
+        r.plan.median,
         `${r.calls.systemctl}/${r.calls.docker}/${r.calls.caddy}`,
         r.actions,
         r.loop.median,

@@ -25,13 +25,21 @@ function statusKiB(pid: number, field: string): number {
   return m ? Number(m[1]) : NaN;
 }
 
-/** Start `crate-operator serve` on `stateDir` against the bench host; resolves once `/healthz` answers. */
+/**
+ * Start `crate-operator serve` on `stateDir` against the bench host; resolves once `/healthz` answers.
+ * With `BENCH_CPU_PROF=<dir>` in the environment, the process writes a V8 CPU profile there when it stops;
+ * `BENCH_OPERATOR_BIN=<file.mjs>` runs that script instead of bin/crate-operator.js (e.g. an esbuild
+ * bundle of the operator, to compare the memory of running without tsx); `BENCH_NODE_ARGS` adds node
+ * flags (space-separated, e.g. `--max-semi-space-size=2`).
+ */
 export async function startChildOperator(host: TestHost, stateDir: string, opts: { resyncSeconds?: number; logLevel?: string } = {}): Promise<ChildOperator> {
   const port = await freePort();
   const child: ResultPromise = execa(
     process.execPath,
     [
-      BIN,
+      ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+      ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a.startsWith('--')),
+      process.env.BENCH_OPERATOR_BIN ?? BIN,
       'serve',
       '--listen',
       `127.0.0.1:${port}`,

@@ -6,7 +6,8 @@
 import { apiBench } from './api.ts';
 import { deployOverhead } from './deploy-overhead.ts';
 import { runMain } from './lib/main.ts';
+import { operatorMemory } from './operator-memory.ts';
 import { reconcileScaling } from './reconcile-scaling.ts';
 import { zeroDowntime } from './zero-downtime.ts';
 
-await runMain([reconcileScaling, deployOverhead, zeroDowntime, apiBench]);
+await runMain([reconcileScaling, deployOverhead, zeroDowntime, apiBench, operatorMemory]);

@@ -410,7 +410,8 @@ export async function reconcileScaling(host: TestHost, opts: BenchOptions): Prom
   const bin = rows.filter((r) => r.runtime === 'binary');
   const biggest = bin.reduce<Row | undefined>((a, r) => (!a || r.n > a.n ? r : a), undefined);
   const constant = rows.every((r) => r.calls.systemctl === 1 && r.calls.docker === 1 && r.calls.caddy === 1);
-  const maxRss = Math.max(...rows.map((r) => r.hwmMiB));
+  const maxRss = Math.max(...rows.map((r) => r.rssMiB));
+  const maxPeak = Math.max(...rows.map((r) => r.hwmMiB));
   const targets: Target[] = [
     ...(biggest
       ? [
@@ -418,7 +419,7 @@ export async function reconcileScaling(host: TestHost, opts: BenchOptions): Prom
         ]
       : []),
     { what: 'host calls per pass constant in N', target: '1 systemctl + 1 docker + 1 caddy', measured: constant ? 'yes, 1/1/1 at every N' : rows.map((r) => `${r.runtime} ${r.n}: ${r.calls.systemctl}/${r.calls.docker}/${r.calls.caddy}`).join(', '), met: constant },
-    { what: 'operator RSS', target: '≤ 100 MB', measured: `${maxRss} MiB peak (operator process)`, met: maxRss <= 100 },
+    { what: 'operator RSS', target: '≤ 100 MB', measured: `${maxRss} MiB (peak ${maxPeak}), operator process`, met: maxRss <= 100 },
   ];
   return { name: 'reconcile-scaling', quick: opts.quick, machine: finishMachine(m), figures: { rows }, targets, text, failures };
 }

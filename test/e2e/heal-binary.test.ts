@@ -1,3 +1,4 @@
+import { readdir } from 'node:fs/promises';
 /**
  * Drift healing of a binary app against real systemd and Caddy (resync 1 s): a killed process, a unit
  * stopped behind the operator's back, a removed unit file, a deleted route and edited upstreams are put
@@ -44,9 +45,10 @@ describe('drift healing: binary apps', () => {
     await dropFile(docPath(t.config.stateDir, key), handYaml({ team: t.team, version: 'v1', deploymentId: '701', domain, instances: { a: { port: pa }, b: { port: pb } } }));
     expect((await t.settle(701)).status).toBe('succeeded');
     const unitOf = async (instance: string): Promise<string> => {
-      const u = (await unitsOf(key)).find((x) => x.unit.startsWith(`crate-${t.team}:1:1:${instance}:`));
+      // From the unit folder, not list-units: the manager may unload a unit it has no job for.
+      const u = (await readdir(unitDir())).find((f) => f.startsWith(`crate-${t.team}:1:1:${instance}:`) && f.endsWith('.service'));
       if (!u) throw new Error(`no unit for ${instance}`);
-      return u.unit;
+      return u;
     };
     const ua = await unitOf('a');
     const ub = await unitOf('b');

@@ -5,7 +5,7 @@
  * container and route of that team afterwards, whatever the test did.
  */
 import { readdir, rm } from 'node:fs/promises';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import path from 'node:path';
 import { loadConfig, type OperatorConfig } from '../../src/config.ts';
 import { routeId } from '../../src/core/identity.ts';
@@ -34,7 +34,8 @@ export const e2eDeadlines: OperatorConfig['deadlines'] = {
   drainMs: 2_000,
 };
 
-export async function startTestOperator(over: Partial<OperatorConfig> = {}, opts: { watch?: boolean } = {}): Promise<TestOperator> {
+/** `opts.logger`: the operator's logger (default: pino at CRATE_LOG_LEVEL or warn, to stdout). */
+export async function startTestOperator(over: Partial<OperatorConfig> = {}, opts: { watch?: boolean; logger?: Logger } = {}): Promise<TestOperator> {
   const host = getTestHost();
   const stateDir = await tempDir();
   const team = uniqueName('e2e');
@@ -60,7 +61,7 @@ export async function startTestOperator(over: Partial<OperatorConfig> = {}, opts
     surgePorts: surgeBlock(),
     ...over,
   };
-  const op = await startOperator(config, { systemdEnv: systemdEnv(), listen: false, logger: pino({ level: process.env.CRATE_LOG_LEVEL ?? 'warn' }), ...(opts.watch === undefined ? {} : { watch: opts.watch }) });
+  const op = await startOperator(config, { systemdEnv: systemdEnv(), listen: false, logger: opts.logger ?? pino({ level: process.env.CRATE_LOG_LEVEL ?? 'warn' }), ...(opts.watch === undefined ? {} : { watch: opts.watch }) });
   cleanupAfter(() => cleanupTeam(team, config));
   cleanupAfter(() => op.stop());
   const api: TestOperator['api'] = async (method, url, body) => {

@@ -154,8 +154,14 @@ export const realClock: Clock = {
 export interface WaitHealthyOptions extends ProbeTarget {
   /** Timeout of each attempt. */
   timeoutMs: number;
-  /** Pause between the end of one attempt and the start of the next. */
+  /** Pause between the end of one attempt and the start of the next (the longest pause, with `firstIntervalMs`). */
   intervalMs: number;
+  /**
+   * Pause after the first failed attempt; each later pause doubles, up to `intervalMs`. An app that
+   * is not listening at the first attempt is then found healthy soon after it is, instead of up to a
+   * whole `intervalMs` later (that wait is deploy time). Default: `intervalMs` (a fixed interval).
+   */
+  firstIntervalMs?: number;
   /** Overall deadline, counted from the call: no attempt starts after it, none runs past it. */
   deadlineMs: number;
   signal?: AbortSignal | undefined;
@@ -186,6 +192,7 @@ export async function waitHealthy(opts: WaitHealthyOptions): Promise<WaitHealthy
   const until = start + opts.deadlineMs;
   let attempts = 0;
   let lastError: WaitHealthyResult['lastError'];
+  let pause = Math.min(opts.intervalMs, opts.firstIntervalMs ?? opts.intervalMs);
   for (;;) {
     if (opts.signal?.aborted) throw aborted(opts.signal);
     const remaining = until - clock.now();
@@ -204,7 +211,8 @@ export async function waitHealthy(opts: WaitHealthyOptions): Promise<WaitHealthy
     const left = until - clock.now();
     if (left <= 0) return { healthy: false, attempts, lastError, elapsedMs: clock.now() - start };
     try {
-      await clock.sleep(Math.ceil(Math.min(opts.intervalMs, left)), opts.signal);
+      await clock.sleep(Math.ceil(Math.min(pause, left)), opts.signal);
+      pause = Math.min(opts.intervalMs, pause * 2);
     } catch (err) {
       if (opts.signal?.aborted) throw aborted(opts.signal);
       throw err;

@@ -53,6 +53,9 @@ export function asRouteWriter<T>(lock: KeyedMutex | undefined, key: AppKey, fn: 
 
 type E<T extends Action['type']> = EffectInput<Extract<Action, { type: T }>>;
 
+/** First pause between health probes of a starting instance; pauses double up to probeIntervalMs. */
+export const PROBE_FIRST_INTERVAL_MS = 25;
+
 function remaining(deadlineAt: number, now: number): number {
   return Math.max(1, deadlineAt - now);
 }
@@ -226,6 +229,9 @@ export function bindEffects(d: EffectDrivers, key: AppKey, doc: () => DesiredApp
         path,
         timeoutMs: cfg.deadlines.probeTimeoutMs,
         intervalMs: cfg.deadlines.probeIntervalMs,
+        // Probe again soon after a first miss (25, 50, 100 ms, …): the wait for a healthy new instance
+        // is deploy time, and most apps listen well before a full interval has passed.
+        firstIntervalMs: PROBE_FIRST_INTERVAL_MS,
         // A deadline that passed while the operator was down (a resumed step) or is about to pass still
         // gets one full probe window: the step fails on the app's answer, not on the operator's delay.
         deadlineMs: Math.max(remaining(deadlineAt, d.now()), cfg.deadlines.probeTimeoutMs),

@@ -159,6 +159,16 @@ describe('waitHealthy (simulated clock)', () => {
     expect(r).toEqual({ healthy: false, attempts: 3, lastError: { code: 'E_HEALTH_REFUSED', message: 'refused' }, elapsedMs: 2000 });
   });
 
+  it('firstIntervalMs: pauses start short and double up to intervalMs', async () => {
+    const clock = simulated();
+    let n = 0;
+    const attempt = (): Promise<ProbeResult> =>
+      Promise.resolve(++n === 8 ? { ok: true, durationMs: 0 } : { ok: false, code: 'E_HEALTH_REFUSED', message: 'refused', durationMs: 0 });
+    const r = await waitHealthy({ port: 1, timeoutMs: 100, intervalMs: 500, firstIntervalMs: 25, deadlineMs: 60_000, clock, attempt });
+    expect(clock.log).toEqual(['sleep 25@0', 'sleep 50@25', 'sleep 100@75', 'sleep 200@175', 'sleep 400@375', 'sleep 500@775', 'sleep 500@1275']);
+    expect(r).toEqual({ healthy: true, attempts: 8, lastError: undefined, elapsedMs: 1775 });
+  });
+
   it('succeeds at the first healthy attempt', async () => {
     const clock = simulated();
     let n = 0;

@@ -3,9 +3,12 @@
 //
 // Cases: blue/green (instance model, two slots) and rolling (plain model, one instance), binary and
 // docker, driven through the operator's API in this process (`app.inject`). The apps are healthy the
-// moment they listen: the binary one is busybox httpd from a tarball, the docker one the test image
-// (busybox httpd behind a small sh entrypoint). Every deploy is a new revision (binary: a new version
-// of the same tarball; docker: image v1/v2 alternately plus a BUILD variable).
+// moment they listen: the binary one is busybox httpd from a tarball (listening within milliseconds),
+// the docker one the test image (busybox httpd behind a small sh entrypoint); one more binary
+// blue/green case deploys the Node test app, which needs a Node start-up (~100 ms+) before it listens,
+// so the health probe schedule shows. Every deploy is a new revision (binary: a new version; docker:
+// image v1/v2 alternately plus a BUILD variable). The operator runs with its production defaults
+// (probe interval 1 s, probe timeout 5 s).
 //
 // Per case: deploy wall time (POST → the record turning `succeeded`), the app's own start-to-healthy
 // time measured by hand (binary: spawn → first 2xx; docker: create → first 2xx through the Docker
@@ -14,7 +17,7 @@
 // stop, remove, between (gaps between steps), finish (last step → succeeded).
 import path from 'node:path';
 import type { DeploymentStatus } from '../src/records/records.ts';
-import { busyboxAsset, busyboxOwnStart, dockerOwnStart } from './lib/apps.ts';
+import { busyboxAsset, busyboxOwnStart, dockerOwnStart, nodeAppOwnStart } from './lib/apps.ts';
 import type { TestHost } from './lib/host.ts';
 import { isMain, runMain, type BenchOptions } from './lib/main.ts';
 import { benchTeam, startBenchOperator, type BenchOperator } from './lib/operator.ts';
@@ -56,6 +59,7 @@ export function phases(status: DeploymentStatus, postedAt: number, acceptedAt: n
 }
 
 interface CaseResult {
+  label: string;
   runtime: Runtime;
   strategy: Strategy;
   deploys: number;
@@ -69,6 +73,9 @@ interface CaseResult {
 }
 
 interface Case {
+  label: string;
+  /** Which own start time applies. */
+  app: 'busybox' | 'node' | 'image';
   runtime: Runtime;
   strategy: Strategy;
   /** The request body of deploy `n` (n = 0 creates the app). */
@@ -87,32 +94,48 @@ function cases(bo: BenchOperator, host: TestHost, asset: string, ports: number[]
     callback_url: bo.callbackUrl(String(id)),
     health_check_path: '/healthz',
   });
-  const [p1, p2, p3, p4, p5, p6] = ports as [number, number, number, number, number, number];
+  const [p1, p2, p3, p4, p5, p6, p7, p8] = ports as [number, number, number, number, number, number, number, number];
   const image = host.docker.images.v1.split(':')[0] as string;
   return [
     {
+      label: 'binary blue_green',
+      app: 'busybox',
       runtime: 'binary',
       strategy: 'blue_green',
       endpoint: '/v1/app/instance/binary/deploy',
       body: (n, id) => ({ ...common(1, id, 'blue_green'), asset_url: asset, env_vars: {}, target_version: `v${n}`, slots: { blue: { instance_id: `${bo.team}-b`, port: p1 }, green: { instance_id: `${bo.team}-g`, port: p2 } } }),
     },
     {
+      label: 'binary rolling',
+      app: 'busybox',
       runtime: 'binary',
       strategy: 'rolling',
       endpoint: '/v1/app/binary/deploy',
       body: (n, id) => ({ ...common(2, id, 'rolling'), asset_url: `${asset}?b=${n}`, env_vars: {}, instances: { web: { port: p3 } } }),
     },
     {
+      label: 'docker blue_green',
+      app: 'image',
       runtime: 'docker',
       strategy: 'blue_green',
       endpoint: '/v1/app/instance/docker/deploy',
       body: (n, id) => ({ ...common(3, id, 'blue_green'), image, image_tag: n % 2 === 0 ? 'v1' : 'v2', env_vars: { BUILD: String(n) }, target_version: `b${n}`, slots: { blue: { instance_id: `${bo.team}-db`, port: p4 }, green: { instance_id: `${bo.team}-dg`, port: p5 } } }),
     },
     {
+      label: 'docker rolling',
+      app: 'image',
       runtime: 'docker',
       strategy: 'rolling',
       endpoint: '/v1/app/docker/deploy',
       body: (n, id) => ({ ...common(4, id, 'rolling'), image, image_tag: n % 2 === 0 ? 'v1' : 'v2', env_vars: { BUILD: String(n) }, instances: { web: { port: p6 } } }),
+    },
+    {
+      label: 'binary blue_green (node app)',
+      app: 'node',
+      runtime: 'binary',
+      strategy: 'blue_green',
+      endpoint: '/v1/app/instance/binary/deploy',
+      body: (n, id) => ({ ...common(5, id, 'blue_green'), asset_url: `${host.assets.baseUrl}/app-n${n}.tar.gz`, env_vars: {}, target_version: `n${n}`, slots: { blue: { instance_id: `${bo.team}-nb`, port: p7 }, green: { instance_id: `${bo.team}-ng`, port: p8 } } }),
     },
   ];
 }
@@ -136,14 +159,15 @@ export async function deployOverhead(host: TestHost, opts: BenchOptions): Promis
   const asset = await busyboxAsset(host);
   const ownBinary = await busyboxOwnStart(host, opts.quick ? 5 : 15);
   const ownDocker = await dockerOwnStart(host, opts.quick ? 3 : 10);
+  const ownNode = await nodeAppOwnStart(host, opts.quick ? 3 : 10);
   const team = benchTeam('do');
   const bo = await startBenchOperator(host, path.join(host.tmpRoot, 'bench', `deploy-${team}`), { team });
   const results: CaseResult[] = [];
   try {
-    const ports = await freePorts(6);
+    const ports = await freePorts(8);
     let id = 1000;
     for (const c of cases(bo, host, asset, ports)) {
-      console.error(`deploy-overhead: ${c.runtime} ${c.strategy}, ${deploys} deploys…`);
+      console.error(`deploy-overhead: ${c.label}, ${deploys} deploys…`);
       const failed: string[] = [];
       const create = await deployOnce(bo, c, 0, ++id);
       if (!create.ok) failed.push(`create: ${create.status.status} ${JSON.stringify(create.status.error)}`);
@@ -160,8 +184,9 @@ export async function deployOverhead(host: TestHost, opts: BenchOptions): Promis
         per.push(d.phases);
         steps = d.status.steps.map((s) => s.name);
       }
-      const own = c.runtime === 'binary' ? ownBinary : ownDocker.createToHealthy;
+      const own = c.app === 'busybox' ? ownBinary : c.app === 'node' ? ownNode : ownDocker.createToHealthy;
       results.push({
+        label: c.label,
         runtime: c.runtime,
         strategy: c.strategy,
         deploys: walls.length,
@@ -179,29 +204,28 @@ export async function deployOverhead(host: TestHost, opts: BenchOptions): Promis
   }
 
   const text = [
-    `Deploy wall time (POST → succeeded) vs the app's own start (binary: busybox spawn → healthy ${fmt(ownBinary)} ms; docker: create → healthy ${fmt(ownDocker.createToHealthy)} ms, of which start → healthy ${fmt(ownDocker.startToHealthy)} ms).`,
+    `Deploy wall time (POST → succeeded) vs the app's own start (busybox: spawn → healthy ${fmt(ownBinary)} ms; node app: spawn → healthy ${fmt(ownNode)} ms; docker: create → healthy ${fmt(ownDocker.createToHealthy)} ms, of which start → healthy ${fmt(ownDocker.startToHealthy)} ms).`,
     table(
       ['case', 'deploys', 'wall median', 'wall p95', 'own', 'overhead median', 'overhead p95', 'create'],
-      results.map((r) => [`${r.runtime} ${r.strategy}`, r.deploys, r.wall.median, r.wall.p95, r.ownMs, r.overhead.median, r.overhead.p95, r.createMs]),
+      results.map((r) => [r.label, r.deploys, r.wall.median, r.wall.p95, r.ownMs, r.overhead.median, r.overhead.p95, r.createMs]),
     ),
     '',
     'Median per phase (ms, from the status document step timestamps; clock resolution 1 ms):',
     table(
       ['case', ...PHASES],
-      results.map((r) => [`${r.runtime} ${r.strategy}`, ...PHASES.map((p) => r.phases[p])]),
+      results.map((r) => [r.label, ...PHASES.map((p) => r.phases[p])]),
     ),
     '',
-    ...results.map((r) => `steps of a ${r.runtime} ${r.strategy} deploy: ${r.steps.join(' | ')}`),
+    ...results.filter((r) => !r.label.includes('node')).map((r) => `steps of a ${r.label} deploy: ${r.steps.join(' | ')}`),
   ].join('\n');
-  const get = (rt: Runtime, s: Strategy): CaseResult | undefined => results.find((r) => r.runtime === rt && r.strategy === s);
-  const bbg = get('binary', 'blue_green');
-  const dbg = get('docker', 'blue_green');
+  const bbg = results.find((r) => r.label === 'binary blue_green');
+  const dbg = results.find((r) => r.label === 'docker blue_green');
   const targets: Target[] = [
     { what: 'overhead, binary blue/green (median)', target: '≤ 150 ms', measured: `${fmt(bbg?.overhead.median)} ms`, met: (bbg?.overhead.median ?? Infinity) <= 150 },
     { what: 'overhead, docker blue/green (median)', target: '≤ 500 ms', measured: `${fmt(dbg?.overhead.median)} ms`, met: (dbg?.overhead.median ?? Infinity) <= 500 },
   ];
-  const failures = results.flatMap((r) => r.failed.map((f) => `${r.runtime} ${r.strategy}: ${f}`));
-  return { name: 'deploy-overhead', quick: opts.quick, machine: finishMachine(m), figures: { ownBinaryMs: ownBinary, ownDocker, cases: results }, targets, text, failures };
+  const failures = results.flatMap((r) => r.failed.map((f) => `${r.label}: ${f}`));
+  return { name: 'deploy-overhead', quick: opts.quick, machine: finishMachine(m), figures: { ownBusyboxMs: ownBinary, ownNodeMs: ownNode, ownDocker, cases: results }, targets, text, failures };
 }
 
 if (isMain(import.meta.url)) await runMain([deployOverhead]);

@@ -8,7 +8,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { create as createTar } from 'tar';
+import { create as createTar, extract as extractTar } from 'tar';
 import { request } from 'undici';
 import { containerName } from '../../src/core/identity.ts';
 import { createDockerDriver } from '../../src/drivers/docker.ts';
@@ -59,6 +59,33 @@ export async function busyboxOwnStart(host: TestHost, times: number): Promise<nu
   for (let i = 0; i < times; i++) {
     const t0 = performance.now();
     const p = execa(BUSYBOX, ['httpd', '-f', '-p', `127.0.0.1:${port}`, '-h', www], { reject: false });
+    try {
+      out.push(await untilHealthy(`http://127.0.0.1:${port}/healthz`, t0));
+    } finally {
+      p.kill('SIGKILL');
+      await p;
+    }
+  }
+  return median(out);
+}
+
+/**
+ * The Node test app (the harness's `/app-<version>.tar.gz`) unpacked and started by hand `times`
+ * times (`node server.mjs`, as its Procfile says): median ms from spawn to the first 2xx of /healthz.
+ */
+export async function nodeAppOwnStart(host: TestHost, times: number): Promise<number> {
+  const dir = path.join(host.tmpRoot, 'bench', 'node-app');
+  await mkdir(dir, { recursive: true });
+  const res = await request(`${host.assets.baseUrl}/app-own.tar.gz`);
+  if (res.statusCode !== 200) throw new Error(`asset server: ${res.statusCode}`);
+  const file = path.join(dir, 'app.tar.gz');
+  await writeFile(file, Buffer.from(await res.body.arrayBuffer()));
+  await extractTar({ file, cwd: dir });
+  const [port] = await freePorts(1);
+  const out: number[] = [];
+  for (let i = 0; i < times; i++) {
+    const t0 = performance.now();
+    const p = execa(process.execPath, ['server.mjs'], { cwd: dir, env: { PORT: String(port) }, reject: false });
     try {
       out.push(await untilHealthy(`http://127.0.0.1:${port}/healthz`, t0));
     } finally {

@@ -141,9 +141,10 @@ export async function follow(t: ClientTarget, id: string, io: CliIO, timeoutMs: 
   const until = Date.now() + timeoutMs;
   let final: StatusView | undefined;
   let unreachable = false;
+  // The server's `retry:` hint holds for later connections too (also after an unreachable spell).
+  let retryMs = 1000;
   try {
     while (!final) {
-      let retryMs = 1000;
       try {
         const res = await readEvents(
           t,

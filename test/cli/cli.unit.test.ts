@@ -4,6 +4,7 @@
  * codes, settings flags and offline validation.
  */
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -14,7 +15,7 @@ import { clientTarget, SseParser, type CliIO, type SseEvent } from '../../src/cl
 import { pickEndpoint, ENDPOINTS } from '../../src/cli/deploy.ts';
 import { givenSettings } from '../../src/cli/run.ts';
 import { flagName } from '../../src/cli/settings.ts';
-import { changeLines, exitCodeFor, FollowRenderer, STATUS_EXIT, type StatusView } from '../../src/cli/status.ts';
+import { changeLines, exitCodeFor, follow, FollowRenderer, STATUS_EXIT, type StatusView } from '../../src/cli/status.ts';
 import { SETTING_NAMES } from '../../src/config.ts';
 
 function capture(isTTY = false): CliIO & { text: () => string } {
@@ -245,5 +246,43 @@ describe('validate', () => {
     const moved = path.join(dir, 'desired', 'demo', '1', '8.yaml');
     await writeFile(moved, (await import('node:fs')).readFileSync('examples/desired/demo/1/1.yaml', 'utf8'));
     expect((await run(['validate', moved])).out).toMatch(/metadata says desired\/demo\/1\/1\.yaml, the file is desired\/demo\/1\/8\.yaml/);
+  });
+});
+
+describe('status --follow over a flaky stream', () => {
+  it('reconnects after a dropped stream and an operator that answers 503, then ends with the final status', async () => {
+    let n = 0;
+    const server = http.createServer((req, res) => {
+      n += 1;
+      expect(req.headers.authorization).toBe('Bearer tok');
+      if (n === 1) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(`retry: 50\n\nid: 1\nevent: status\ndata: ${JSON.stringify(doc('in_progress', [step('fetch release v2', 'running', T(0))]))}\n\n`);
+        setTimeout(() => res.destroy(), 50);
+        return;
+      }
+      if (n === 2) {
+        res.writeHead(503).end('{"error":{"code":"E_STARTING","message":"starting"}}');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(`id: 3\nevent: status\ndata: ${JSON.stringify(doc('succeeded', [step('fetch release v2', 'succeeded', T(0), T(1))], { finished_at: T(1) }))}\n\n`);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const io = capture();
+      const port = (server.address() as { port: number }).port;
+      const final = await follow({ url: `http://127.0.0.1:${port}`, token: 'tok' }, '42', io, 10_000);
+      expect(final.status).toBe('succeeded');
+      expect(n).toBe(3);
+      const out = io.text();
+      expect(out).toMatch(/HTTP 503 E_STARTING: starting; retrying/);
+      expect(out).toContain('reconnected');
+      expect(out).toContain('  ✓ fetch release v2  1.0s');
+      expect(out.trimEnd().endsWith('deployment 42 succeeded in 1.0s')).toBe(true);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 });

@@ -50,7 +50,7 @@ async function interrupt(n: number, deadlineMs: number): Promise<{ ok: boolean; 
   const t = terminals.get(n);
   if (!t) return { ok: false, why: `nothing runs in terminal ${n}`, output: '' };
   groupSignal(t, 'SIGINT');
-  const done = await Promise.race([t.proc.then(() => true, () => true), sleep(deadlineMs, false)]);
+  const done = await Promise.race([t.proc.then(() => true, () => true), sleep(deadlineMs, false, { ref: false })]);
   terminals.delete(n);
   if (!done) {
     groupSignal(t, 'SIGKILL');

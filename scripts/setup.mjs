@@ -28,6 +28,8 @@ const NEEDS = [
   { what: 'busybox (static)', paths: ['/bin/busybox'], pkg: 'busybox-static', check: isStatic },
   { what: 'docker-registry', paths: ['/usr/bin/docker-registry'], pkg: 'docker-registry' },
   { what: 'htpasswd', paths: ['/usr/bin/htpasswd'], pkg: 'apache2-utils' },
+  // The examples walkthrough (examples/README.md) reaches the apps with curl.
+  { what: 'curl', paths: ['/usr/bin/curl'], pkg: 'curl' },
   { what: 'systemd', paths: ['/lib/systemd/systemd', '/usr/lib/systemd/systemd'], pkg: 'systemd' },
   { what: 'systemctl', paths: ['/usr/bin/systemctl', '/bin/systemctl'], pkg: 'systemd' },
   { what: 'unshare', paths: ['/usr/bin/unshare'], pkg: 'util-linux' },

@@ -20,6 +20,7 @@ import { CrateError, describeError } from './core/errors.ts';
 import { registerApps } from './cli/apps.ts';
 import type { CliIO } from './cli/client.ts';
 import { registerDeploy } from './cli/deploy.ts';
+import { registerDiff } from './cli/diff.ts';
 import { registerRun, type RunningCli } from './cli/run.ts';
 import { registerStatus } from './cli/status.ts';
 import { registerValidate } from './cli/validate.ts';
@@ -60,6 +61,7 @@ export function buildProgram(log: (line: string) => void, io: CliIO, result: { c
   registerStatus(program, io, done);
   registerDeploy(program, io, done);
   registerValidate(program, io, done);
+  registerDiff(program, io, done, log);
   // Sub-commands report usage errors the same way (exitOverride and output are not inherited).
   for (const c of program.commands) c.exitOverride().configureOutput({ writeErr: (s) => log(s.trimEnd()), writeOut: (s) => io.out(s) });
   return program;

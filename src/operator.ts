@@ -67,7 +67,9 @@ export function createLogger(destination?: DestinationStream): Logger {
 export async function startOperator(config: OperatorConfig, opts: OperatorOptions = {}): Promise<RunningOperator> {
   const log = opts.logger ?? createLogger();
   const store = await DesiredStore.open(config.stateDir, { logger: log });
-  const records = Records.open(config.stateDir);
+  const records = Records.open(config.stateDir, {
+    onCorrupt: (e) => log.error({ file: e.file, moved_to: e.movedTo, reason: e.reason }, 'records.db is corrupt: set aside, starting with empty records (the documents are adopted again)'),
+  });
   const closers: (() => Promise<void> | void)[] = [() => records.close()];
   // The reconciler is built below; until then no app has been observed.
   const view: { of?: (key: AppKey) => unknown } = {};

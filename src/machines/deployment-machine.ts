@@ -12,7 +12,7 @@
  * idempotent; its deadline is the persisted `currentDeadlineAt`, so it is re-armed, not restarted.
  */
 import { assign, createActor, fromPromise, setup, type Actor, type ActorLogicFrom } from 'xstate';
-import { describeError } from '../core/errors.ts';
+import { CrateError, describeError } from '../core/errors.ts';
 import type { Action, ActionType } from '../reconciler/model.ts';
 import { actionFailed, actionSucceeded, canInterrupt, interruptForCancel, requestCancel, type RunContext, type StepDeadlines } from './progress.ts';
 
@@ -134,8 +134,24 @@ export function createDeploymentMachine(deps: MachineDeps) {
 export type DeploymentMachine = ReturnType<typeof createDeploymentMachine>;
 export type DeploymentLogic = ActorLogicFrom<DeploymentMachine>;
 
-/** Restore a machine from a persisted snapshot (XState re-runs the in-flight invoked actor). */
+/**
+ * Restore a machine from a persisted snapshot (XState re-runs the in-flight invoked actor). Throws
+ * CrateError E_RESUME_FAILED for anything that is not a snapshot of this machine (a corrupt or foreign
+ * record), before an actor exists.
+ */
 export function restoreDeployment(machine: DeploymentMachine, snapshot: unknown): Actor<DeploymentMachine> {
+  const s = snapshot as { status?: unknown; value?: unknown; context?: Partial<RunContext> } | null;
+  const c = s?.context;
+  const shaped =
+    typeof s === 'object' && s !== null && (s.status === 'active' || s.status === 'done') && typeof c === 'object' && c !== null &&
+    typeof c.deploymentId === 'string' && Array.isArray(c.steps) && Array.isArray(c.records) && Array.isArray(c.undoQueue) &&
+    typeof c.index === 'number' && (c.mode === 'forward' || c.mode === 'rollback');
+  if (!shaped) throw new CrateError('E_RESUME_FAILED', 'the stored machine snapshot is not a deployment snapshot');
+  try {
+    machine.resolveState({ value: s.value as string, context: c as RunContext });
+  } catch (err) {
+    throw new CrateError('E_RESUME_FAILED', 'the stored machine snapshot names a state this machine does not have', { cause: err });
+  }
   // The options type demands `input` for machines that take one; a restored actor has its context already.
   return createActor(machine, { snapshot } as unknown as Parameters<typeof createActor<DeploymentMachine>>[1]);
 }

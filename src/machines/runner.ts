@@ -102,9 +102,11 @@ export class DeploymentRunner {
     const out: Promise<RunOutcome>[] = [];
     for (const d of this.deps.records.unfinished()) {
       if (this.running.has(appKeyString(d.key))) continue;
-      const snap = this.deps.records.loadSnapshot(d.id);
-      if (snap === undefined || snap === null) continue;
       try {
+        // Reading is inside the try too: a snapshot that cannot even be read (corrupt JSON) fails its
+        // deployment, never the start-up of the whole operator.
+        const snap = this.deps.records.loadSnapshot(d.id);
+        if (snap === undefined || snap === null) continue;
         out.push(this.launch(d.key, d.id, { snapshot: snap }));
       } catch (err) {
         this.deps.log?.warn({ deployment: d.id, err: describeError(err) }, 'cannot resume deployment');

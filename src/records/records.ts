@@ -20,10 +20,10 @@
  * committed change with the new status document (and its revision); the SSE endpoint uses them.
  */
 import { EventEmitter } from 'node:events';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { CrateError } from '../core/errors.ts';
+import { CrateError, hasCode } from '../core/errors.ts';
 import type { AppKey } from '../core/identity.ts';
 import { isTerminal, type DeploymentAction, type DeploymentState, type DeploymentStatus, type InstanceStatus, type Step, type Traffic } from './status.ts';
 
@@ -111,6 +111,11 @@ export interface JournalEvent {
 
 export interface RecordsOptions {
   now?: () => Date;
+  /**
+   * Told when `Records.open` found the database corrupt and set it aside (see there); the operator
+   * logs it loudly: the deployment history is no longer in its view.
+   */
+  onCorrupt?: (e: { file: string; movedTo: string; reason: string }) => void;
 }
 
 const SCHEMA_VERSION = 1;
@@ -157,7 +162,33 @@ interface CallbackRow {
   created_at: string;
 }
 
+/** A JSON column, or `fallback` (noting `name` in `bad`) when it is unreadable or of the wrong shape. */
+function column<T>(text: string | null, fallback: T, shape: (v: unknown) => boolean, bad: string[], name: string): T {
+  if (text === null) return fallback;
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (shape(v)) return v as T;
+  } catch {
+    // Unreadable: reported below through the status's error.
+  }
+  bad.push(name);
+  return fallback;
+}
+
+const isObject = (v: unknown): boolean => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * A row as a record. A row whose JSON columns cannot be read (a damaged page, a hand edit) still
+ * reads: those parts come back empty and the status's error says E_RECORD_CORRUPT, naming them.
+ */
 function toRecord(r: DeploymentRow): DeploymentRecord {
+  const bad: string[] = [];
+  const error = column<{ code: string; message: string } | null>(r.error, null, (v) => v === null || (isObject(v) && typeof (v as { code?: unknown }).code === 'string'), bad, 'error');
+  const steps = column<Step[]>(r.steps, [], Array.isArray, bad, 'steps');
+  const instances = column<InstanceStatus[]>(r.instances, [], Array.isArray, bad, 'instances');
+  const traffic = column<Traffic[]>(r.traffic, [], Array.isArray, bad, 'traffic');
+  const response = column<Record<string, unknown>>(r.response, {}, isObject, bad, 'response');
+  const params = column<Record<string, unknown>>(r.params, {}, isObject, bad, 'params');
   return {
     status: {
       deployment_id: r.id,
@@ -170,25 +201,41 @@ function toRecord(r: DeploymentRow): DeploymentRecord {
       target_version: r.target_version,
       status: r.status as DeploymentState,
       phase: r.phase,
-      error: r.error === null ? null : (JSON.parse(r.error) as { code: string; message: string }),
+      error: bad.length > 0 ? { code: 'E_RECORD_CORRUPT', message: `parts of this deployment record could not be read: ${bad.join(', ')}` } : error,
       started_at: r.started_at,
       updated_at: r.updated_at,
       finished_at: r.finished_at,
       superseded_by: r.superseded_by,
-      steps: JSON.parse(r.steps) as Step[],
-      instances: JSON.parse(r.instances) as InstanceStatus[],
-      traffic: JSON.parse(r.traffic) as Traffic[],
+      steps,
+      instances,
+      traffic,
     },
     key: { team: r.team, env: r.env, app: r.app },
     model: r.model as DeploymentRecord['model'],
     callback_url: r.callback_url,
     request_hash: r.request_hash,
     endpoint: r.endpoint,
-    response: JSON.parse(r.response) as Record<string, unknown>,
-    params: JSON.parse(r.params) as Record<string, unknown>,
+    response,
+    params,
     created_at: r.created_at,
     revision: r.revision,
   };
+}
+
+/** SQLite's verdicts on a file that is not (or no longer) a readable database. */
+function isCorruption(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_IOERR_SHORT_READ');
+}
+
+/** Rename `file` (and its -wal/-shm/-journal) to `<file>.corrupt-<time>`; returns the new name. */
+function setAside(file: string, now: Date): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace('.', '');
+  let movedTo = `${file}.corrupt-${stamp}`;
+  for (let n = 1; existsSync(movedTo); n++) movedTo = `${file}.corrupt-${stamp}-${n}`;
+  renameSync(file, movedTo);
+  for (const suffix of ['-wal', '-shm', '-journal']) if (existsSync(`${file}${suffix}`)) renameSync(`${file}${suffix}`, `${movedTo}${suffix}`);
+  return movedTo;
 }
 
 export class Records {
@@ -197,7 +244,7 @@ export class Records {
   private readonly db: Database.Database;
   private readonly now: () => Date;
   private readonly emitter = new EventEmitter();
-  private readonly stmts;
+  private readonly stmts: ReturnType<Records['prepare']>;
 
   /** Open (creating if needed) the records database at `file`. */
   constructor(file: string, opts: RecordsOptions = {}) {
@@ -207,17 +254,25 @@ export class Records {
     // Create the file 0600 before SQLite does (it would use 0644); WAL and SHM files copy its mode.
     closeSync(openSync(this.file, 'a', 0o600));
     this.db = new Database(this.file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
     try {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = ON');
+      this.db.pragma('busy_timeout = 5000');
+      // A damaged file often opens fine and fails later, mid-deployment: check the whole file now.
+      const check = this.db.pragma('quick_check', { simple: true }) as string;
+      if (check !== 'ok') throw new CrateError('E_RECORDS_CORRUPT', `records.db fails its integrity check: ${check}`);
       this.migrate();
+      this.stmts = this.prepare();
     } catch (err) {
       this.db.close();
+      if (isCorruption(err)) throw new CrateError('E_RECORDS_CORRUPT', `records.db is unreadable: ${(err as Error).message}`, { cause: err });
       throw err;
     }
-    this.stmts = {
+  }
+
+  private prepare() {
+    return {
       byId: this.db.prepare<[string], DeploymentRow>('SELECT * FROM deployments WHERE id = ?'),
       latestForApp: this.db.prepare<[string, number, number], DeploymentRow>(
         'SELECT * FROM deployments WHERE team = ? AND env = ? AND app = ? ORDER BY seq DESC LIMIT 1',
@@ -275,9 +330,23 @@ export class Records {
     };
   }
 
-  /** Open `<stateDir>/records.db`. */
+  /**
+   * Open `<stateDir>/records.db`. A database that is not one, is cut short or fails SQLite's
+   * quick_check is set aside as `records.db.corrupt-<time>` (with its -wal/-shm), `onCorrupt` is
+   * told, and a fresh database is opened: the operator starts with no deployment history and the
+   * reconciler adopts the documents in state/desired again (they and the host are the truth; no app
+   * is touched for it). A database of a newer schema is never set aside (E_RECORDS_VERSION).
+   */
   static open(stateDir: string, opts: RecordsOptions = {}): Records {
-    return new Records(path.join(stateDir, 'records.db'), opts);
+    const file = path.join(stateDir, 'records.db');
+    try {
+      return new Records(file, opts);
+    } catch (err) {
+      if (!hasCode(err, 'E_RECORDS_CORRUPT')) throw err;
+      const movedTo = setAside(path.resolve(file), opts.now?.() ?? new Date());
+      opts.onCorrupt?.({ file: path.resolve(file), movedTo, reason: (err as Error).message });
+      return new Records(file, opts);
+    }
   }
 
   private migrate(): void {

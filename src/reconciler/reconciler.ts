@@ -8,7 +8,10 @@ import type { FSWatcher } from 'chokidar';
 import type { OperatorConfig } from '../config.ts';
 import { CrateError, describeError } from '../core/errors.ts';
 import { appKeyString, parseAppKey, type AppKey } from '../core/identity.ts';
-import { docKey, type DesiredApp } from '../desired/document.ts';
+import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { ensureDir, writeFileAtomic } from '../desired/atomic.ts';
+import { docKey, parseDesiredYaml, serializeDesired, type DesiredApp } from '../desired/document.ts';
 import { KeyedMutex } from '../desired/lock.ts';
 import { appLockKey, type DesiredStore } from '../desired/store.ts';
 import type { CallbackSender } from '../drivers/callbacks.ts';
@@ -17,7 +20,7 @@ import { ACTION_TYPES, type EffectInput } from '../machines/deployment-machine.t
 import type { StepDeadlines } from '../machines/progress.ts';
 import type { Records } from '../records/records.ts';
 import { TERMINAL_STATUSES } from '../records/status.ts';
-import { toDesiredModel } from './desired-model.ts';
+import { specHash, toDesiredModel } from './desired-model.ts';
 import { asRouteWriter, bindEffects, type EffectDrivers } from './effects.ts';
 import { ReconcileLoop, type Outcome } from './loop.ts';
 import { planApp, type AppFacts, type AppPlan } from './app-plan.ts';
@@ -25,6 +28,11 @@ import type { Action, Plan, PlanContext } from './model.ts';
 import { observeHost, type HostObservers, type HostSnapshot } from './observe.ts';
 import { appFacts, planHost } from './plan-host.ts';
 import { watchDesired } from './watch.ts';
+
+/** Where the applied revision (the document of the last succeeded deployment) of an app is kept. */
+export function appliedPath(stateDir: string, key: AppKey): string {
+  return path.join(stateDir, 'desired-applied', key.team, String(key.env), `${key.app}.yaml`);
+}
 
 export interface Logger {
   info(o: object, m: string): void;
@@ -114,7 +122,11 @@ export class Reconciler {
       },
       effectsFor: (key) => bindEffects(this.drivers, key, () => deps.store.get(key)),
       notify: (id, eventId) => this.notify(id, eventId),
-      onFinished: (key) => this.trigger(key),
+      onFinished: (key, id, outcome) => {
+        void this.afterRun(key, id, outcome)
+          .catch((err: unknown) => deps.log.warn({ app: appKeyString(key), deployment: id, err: describeError(err) }, 'cannot record the applied revision'))
+          .finally(() => this.trigger(key));
+      },
       now: this.now,
       deadlines: this.deadlines,
       deploymentMs: deps.config.deadlines.deploymentMs,
@@ -243,6 +255,46 @@ export class Reconciler {
   /** The facts a reconcile of `key` decides from, read now. */
   private facts(key: AppKey, snap: HostSnapshot): AppFacts {
     return appFacts(key, this.deps.store.get(key), snap, this.deps.records, this.pruned);
+  }
+
+  /**
+   * After a run: a succeeded deployment's document becomes the app's applied revision
+   * (`<stateDir>/desired-applied/...`, 0600, like the document itself). When a deployment rolls back
+   * (or fails before its switch), the document is put back to the applied revision, keeping the
+   * failed request's deployment id: what the host runs and what the document says agree again, so a
+   * later start/stop/restart or a restart of an emptied host does not roll the failed version out.
+   */
+  private async afterRun(key: AppKey, id: string, outcome: string): Promise<void> {
+    const file = appliedPath(this.deps.config.stateDir, key);
+    await this.deps.store.appLock.run([appLockKey(key)], async () => {
+      const doc = this.deps.store.get(key);
+      if (!doc || doc.deployment.id !== id) {
+        if (!doc && outcome === 'succeeded') await rm(file, { force: true });
+        return;
+      }
+      if (outcome === 'succeeded') {
+        await ensureDir(path.dirname(file));
+        await writeFileAtomic(file, serializeDesired(doc));
+        return;
+      }
+      if (outcome !== 'rolled_back') return;
+      let text: string;
+      try {
+        text = await readFile(file, 'utf8');
+      } catch {
+        return; // a first deployment: there is no earlier revision to return to
+      }
+      const applied = parseDesiredYaml(text);
+      if (!applied.ok || specHash(applied.doc) === specHash(doc)) return;
+      const instances = Object.fromEntries(
+        Object.entries(applied.doc.spec.instances).map(([iid, inst]) => {
+          const now = doc.spec.instances[iid];
+          return [iid, now ? { ...inst, state: now.state, generation: now.generation } : inst];
+        }),
+      );
+      await this.deps.store.write({ ...doc, spec: { ...applied.doc.spec, instances } });
+      this.deps.log.info({ app: appKeyString(key), deployment: id, state: 'reverted', was: doc.spec.version, version: applied.doc.spec.version }, 'document put back to the applied revision after a rollback');
+    });
   }
 
   private async observe(): Promise<HostSnapshot> {

@@ -71,6 +71,12 @@ describe('binary blue/green end to end', () => {
     expect(s3.error).toMatchObject({ code: 'E_HEALTH_TIMEOUT' });
     expect(served).toBeGreaterThan(0);
     expect(JSON.parse((await t.viaCaddy(domain)).text)).toMatchObject({ version: 'v2' });
+    // The document is put back to the applied revision, so lifecycle operations do not roll v3 out again.
+    await waitFor('document reverted to v2', () => Promise.resolve(t.op.store.get({ team: t.team, env: 1, app: 1 })?.spec.version === 'v2'));
+    const restart = await t.api('POST', '/v1/app/restart', { app_id: 1, environment_id: 1, team_id: t.team, domain, callback_url: 'http://127.0.0.1:9/cb', instance_id: `${t.team}-g` });
+    expect(restart.status).toBe(202);
+    expect((await t.settle(restart.body.deployment_id as string)).status).toBe('succeeded');
+    expect(JSON.parse((await t.viaCaddy(domain)).text)).toMatchObject({ version: 'v2' });
 
     // Delete: units, files and route gone.
     const del = await t.api('POST', '/v1/app/delete', { app_id: 1, environment_id: 1, team_id: t.team, domain, callback_url: 'http://127.0.0.1:9/cb', instance_ids: [`${t.team}-b`, `${t.team}-g`] });

@@ -199,7 +199,7 @@ describe('secrets never leave the documents and env files', () => {
       }
     };
     await walk(t.config.stateDir);
-    const allowed = /^(desired|desired-last-good)\/[^/]+\/1\/[0-9]+\.yaml$|^apps\/[^/]+\/1\/[0-9]+\/env\/[^/]+\.env$/;
+    const allowed = /^(desired|desired-last-good|desired-applied)\/[^/]+\/1\/[0-9]+\.yaml$|^apps\/[^/]+\/1\/[0-9]+\/env\/[^/]+\.env$/;
     expect(holders.filter((h) => !allowed.test(h))).toEqual([]);
     expect(holders.some((h) => h.startsWith('desired/'))).toBe(true);
     expect(holders.some((h) => h.startsWith('desired-last-good/'))).toBe(true);

@@ -46,6 +46,8 @@ export interface LoopOptions<S> {
   resyncMs: number;
   backoff?: { baseMs: number; maxMs: number };
   timers?: Timers;
+  /** Called when listing the keys of a resync failed (the next resync retries). */
+  onResyncError?(err: unknown): void;
   /** Called once per settled reconcile (logs, metrics, status). */
   onSettled?(key: string, outcome: Outcome, durationMs: number): void;
 }
@@ -165,6 +167,10 @@ export class ReconcileLoop<S> {
     if (this.stopped) return;
     try {
       for (const key of await this.opts.keys()) this.trigger(key);
+    } catch (err) {
+      // Listing the keys failed (e.g. records closed under a stopping operator): report it unless
+      // stopping; the next resync tries again. Never an unhandled rejection.
+      if (!this.stopped) this.opts.onResyncError?.(err);
     } finally {
       if (!this.stopped) this.resyncTimer = this.timers.setTimeout(() => void this.resync(), this.opts.resyncMs);
     }

@@ -139,6 +139,7 @@ export class Reconciler {
       reconcile: (key, snap) => this.reconcile(key, snap),
       concurrency: deps.config.concurrency,
       resyncMs: deps.config.resyncMs,
+      onResyncError: (err) => deps.log.warn({ err: describeError(err) }, 'resync could not list the apps'),
       onSettled: (key, outcome, ms) => {
         if (outcome.kind === 'retry' || outcome.kind === 'terminal') deps.log.warn({ app: key, outcome: outcome.kind, error: outcome.error }, 'reconcile did not converge');
         deps.onPass?.(key, outcome, ms);
@@ -368,6 +369,7 @@ export class Reconciler {
     }
     const blocked = Object.entries(snap.unavailable).filter(([c]) => p.notes.some((n) => n.includes(c)));
     if (p.actions.length === 0 && blocked.length > 0) {
+      if (ap.mode === 'deploy' && ap.deploymentId !== null && !ap.newRecord) this.blockedDeployment(ap.deploymentId, blocked);
       return { kind: 'retry', error: { code: 'E_COMPONENT_UNAVAILABLE', message: blocked.map(([c, m]) => `${c}: ${m}`).join('; ') } };
     }
 
@@ -408,6 +410,27 @@ export class Reconciler {
       return { kind: 'done' };
     }
     return { heal: p };
+  }
+
+  /**
+   * A deployment that cannot start because a component it needs does not answer: it stays pending
+   * (it proceeds by itself once the component is back) and says so: phase `waiting for <component>`,
+   * error the component's code (E_SYSTEMD_UNAVAILABLE, E_DOCKER_UNAVAILABLE, E_CADDY_UNAVAILABLE).
+   * Past the deployment deadline (counted from its acceptance) it fails with that code.
+   */
+  private blockedDeployment(id: string, blocked: [string, string][]): void {
+    const rec = this.deps.records.getRecord(id);
+    if (!rec || TERMINAL_STATUSES.has(rec.status.status)) return;
+    const code = /^(E_[A-Z0-9_]+)/.exec(blocked[0]?.[1] ?? '')?.[1] ?? 'E_COMPONENT_UNAVAILABLE';
+    const message = blocked.map(([c, m]) => `${c}: ${m}`).join('; ');
+    if (this.now() - Date.parse(rec.created_at) > this.deps.config.deadlines.deploymentMs) {
+      this.deps.log.warn({ deployment: id, app: appKeyString(rec.key), error: message }, 'deployment gave up waiting for an unavailable component');
+      this.deps.records.update(id, { status: 'failed', phase: 'failed', error: { code, message: `gave up waiting (deployment deadline): ${message}` } });
+      this.notify(id, `${id}:final`);
+      return;
+    }
+    const phase = `waiting for ${blocked.map(([c]) => c).join(', ')} (unavailable)`;
+    if (rec.status.phase !== phase || rec.status.error?.message !== message) this.deps.records.update(id, { phase, error: { code, message } });
   }
 
   /** Carry out a heal plan directly, step by step; the first failure ends it (retried with backoff). */

@@ -115,8 +115,9 @@ describe('client commands against a running operator', () => {
     expect(done.code).toBe(0);
     expect(done.out).toMatch(/^deployment 301 \(deploy, blue_green, v1\): succeeded/);
 
-    // The table shows the last observation: the pass after the rollback brings it up to date.
-    const want = new RegExp(`^${team}/1/1 +${team}\\.cli\\.test +v3 \\(serving v2\\) +1 up / 2 +failed +303 rolled_back`, 'm');
+    // The table shows the last observation: the pass after the rollback brings it up to date. The
+    // document was put back to the applied revision (v2), so the desired and serving versions agree.
+    const want = new RegExp(`^${team}/1/1 +${team}\\.cli\\.test +v2 +1 up / 2 +failed +303 rolled_back`, 'm');
     const apps = await waitFor('apps to show the rolled back app', async () => {
       const r = await cli(['apps']);
       return r.code === 0 && want.test(r.out) ? r : undefined;

@@ -102,7 +102,8 @@ describe('waitHealthy (real time)', () => {
     const r = await waitHealthy({ port, path: '/fail', timeoutMs: 500, intervalMs: 50, deadlineMs: 400 });
     const ms = performance.now() - t0;
     expect(r.healthy).toBe(false);
-    expect(r.lastError).toMatchObject({ code: 'E_HEALTH_STATUS', status: 500 });
+    // The last attempt is clamped to what is left of the deadline: on a loaded machine it may time out.
+    expect(['E_HEALTH_STATUS', 'E_HEALTH_TIMEOUT']).toContain(r.lastError?.code);
     expect(r.attempts).toBeGreaterThan(2);
     expect(ms).toBeGreaterThanOrEqual(380);
     expect(ms).toBeLessThan(1500);

@@ -34,8 +34,11 @@ export const e2eDeadlines: OperatorConfig['deadlines'] = {
   drainMs: 2_000,
 };
 
-/** `opts.logger`: the operator's logger (default: pino at CRATE_LOG_LEVEL or warn, to stdout). */
-export async function startTestOperator(over: Partial<OperatorConfig> = {}, opts: { watch?: boolean; logger?: Logger } = {}): Promise<TestOperator> {
+/**
+ * `opts.logger`: the operator's logger (default: pino at CRATE_LOG_LEVEL or warn, to stdout);
+ * `opts.systemdEnv`: the environment of its systemctl calls (default: the harness's user manager).
+ */
+export async function startTestOperator(over: Partial<OperatorConfig> = {}, opts: { watch?: boolean; logger?: Logger; systemdEnv?: Record<string, string> } = {}): Promise<TestOperator> {
   const host = getTestHost();
   const stateDir = await tempDir();
   const team = uniqueName('e2e');
@@ -61,7 +64,7 @@ export async function startTestOperator(over: Partial<OperatorConfig> = {}, opts
     surgePorts: surgeBlock(),
     ...over,
   };
-  const op = await startOperator(config, { systemdEnv: systemdEnv(), listen: false, logger: opts.logger ?? pino({ level: process.env.CRATE_LOG_LEVEL ?? 'warn' }), ...(opts.watch === undefined ? {} : { watch: opts.watch }) });
+  const op = await startOperator(config, { systemdEnv: opts.systemdEnv ?? systemdEnv(), listen: false, logger: opts.logger ?? pino({ level: process.env.CRATE_LOG_LEVEL ?? 'warn' }), ...(opts.watch === undefined ? {} : { watch: opts.watch }) });
   cleanupAfter(() => cleanupTeam(team, config));
   cleanupAfter(() => op.stop());
   const api: TestOperator['api'] = async (method, url, body) => {
@@ -86,8 +89,13 @@ export async function startTestOperator(over: Partial<OperatorConfig> = {}, opts
       );
     },
     async viaCaddy(domain, p = '/') {
-      // fetch() drops a Host header: httpGet sends it.
-      const res = await httpGet(`http://127.0.0.1:${host.caddy.httpPort}${p}`, { host: domain });
+      // fetch() drops a Host header: httpGet sends it. A new connection racing a Caddy reload can be
+      // reset (Caddy 2.6, see DESIGN.md); like a browser, retry such a GET once.
+      const url = `http://127.0.0.1:${host.caddy.httpPort}${p}`;
+      const res = await httpGet(url, { host: domain }).catch((err: unknown) => {
+        if ((err as { code?: string }).code !== 'ECONNRESET') throw err;
+        return httpGet(url, { host: domain });
+      });
       return { status: res.status, text: res.text };
     },
   };

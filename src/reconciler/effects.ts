@@ -53,6 +53,18 @@ export function asRouteWriter<T>(lock: KeyedMutex | undefined, key: AppKey, fn: 
 
 type E<T extends Action['type']> = EffectInput<Extract<Action, { type: T }>>;
 
+/**
+ * The least time a drain lasts after the route change that took its ports out, before the old runs
+ * may be stopped (bounded by the drain deadline). After a reload, Caddy 2.6.2's superseded server keeps
+ * routing requests that arrive on client connections it already had to the old upstreams for a while
+ * (bench/zero-downtime.ts saw them up to ~320 ms after the switch on a loaded 2-core machine), does not
+ * retry them (its context is already cancelled), and `/reverse_proxy/upstreams` stops listing the old
+ * upstreams at the reload, their in-flight requests included, so the counts cannot tell when that is
+ * over. Stopping the old run sooner turns those requests into 502s; requests still running after the
+ * drain are finished by the app on SIGTERM (stop_timeout bounds them).
+ */
+export const DRAIN_SETTLE_MS = 1_000;
+
 /** First pause between health probes of a starting instance; pauses double up to probeIntervalMs. */
 export const PROBE_FIRST_INTERVAL_MS = 25;
 
@@ -254,12 +266,15 @@ export function bindEffects(d: EffectDrivers, key: AppKey, doc: () => DesiredApp
     },
     async drain({ action: a, signal, deadlineAt }: E<'drain'>) {
       const watched = new Set(a.ports);
+      // A drain always follows the route change that took these ports out (see DRAIN_SETTLE_MS).
+      const settledAt = Math.min(deadlineAt, d.now() + DRAIN_SETTLE_MS);
       for (;;) {
         const counts = await d.caddy.upstreamCounts();
         const inFlight = counts.filter((c) => c.port !== undefined && watched.has(c.port)).reduce((n, c) => n + c.numRequests, 0);
-        if (inFlight === 0) return 'drained';
-        if (d.now() >= deadlineAt) return `drain deadline reached with ${inFlight} request${inFlight === 1 ? '' : 's'} in flight`;
-        await sleep(Math.min(100, remaining(deadlineAt, d.now())), signal);
+        const now = d.now();
+        if (inFlight === 0 && now >= settledAt) return 'drained';
+        if (now >= deadlineAt) return `drain deadline reached with ${inFlight} request${inFlight === 1 ? '' : 's'} in flight`;
+        await sleep(Math.min(100, remaining(inFlight === 0 ? settledAt : deadlineAt, now)), signal);
       }
     },
     async stopRun({ action: a }: E<'stopRun'>) {

@@ -14,7 +14,7 @@ import type { AppKey } from '../../src/core/identity.ts';
 import type { DesiredApp } from '../../src/desired/document.ts';
 import { KeyedMutex } from '../../src/desired/lock.ts';
 import type { CaddyDriver } from '../../src/drivers/caddy.ts';
-import { asRouteWriter, bindEffects, type EffectDrivers } from '../../src/reconciler/effects.ts';
+import { asRouteWriter, bindEffects, DRAIN_SETTLE_MS, type EffectDrivers } from '../../src/reconciler/effects.ts';
 
 const key: AppKey = { team: 'acme', env: 1, app: 1 };
 
@@ -129,5 +129,33 @@ describe('waitHealthy effect', () => {
     } finally {
       await a.close();
     }
+  });
+});
+
+describe('drain effect', () => {
+  const caddyWith = (inFlight: () => number): CaddyDriver =>
+    ({ upstreamCounts: () => Promise.resolve([{ address: '127.0.0.1:4000', port: 4000, numRequests: inFlight(), fails: 0 }]) }) as unknown as CaddyDriver;
+  const drain = { type: 'drain' as const, ports: [4000] };
+
+  it('waits out the settle time after the route change even when nothing is in flight', async () => {
+    // Caddy 2.6.2 still routes requests of the superseded config to the old upstream for a while after
+    // a reload, and no longer counts them: stopping the old run at once made them 502s.
+    const fx = bindEffects(drivers(caddyWith(() => 0), new KeyedMutex()), key, () => docWith('a.example.com'));
+    const t0 = Date.now();
+    expect(await fx.drain({ ...input(drain), deadlineAt: Date.now() + 30_000 })).toBe('drained');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(DRAIN_SETTLE_MS - 5);
+    expect(Date.now() - t0).toBeLessThan(DRAIN_SETTLE_MS + 1_000);
+  });
+
+  it('waits for requests in flight, and never past the drain deadline', async () => {
+    let n = 3;
+    const fx = bindEffects(drivers(caddyWith(() => (n > 0 ? n-- : 0)), new KeyedMutex()), key, () => docWith('a.example.com'));
+    const t0 = Date.now();
+    // In flight: 3, 2, 1, then none (one poll per 100 ms); the settle time is cut to the 600 ms deadline.
+    expect(await fx.drain({ ...input(drain), deadlineAt: Date.now() + 600 })).toBe('drained');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    const busy = bindEffects(drivers(caddyWith(() => 2), new KeyedMutex()), key, () => docWith('a.example.com'));
+    expect(await busy.drain({ ...input(drain), deadlineAt: Date.now() + 150 })).toBe('drain deadline reached with 2 requests in flight');
   });
 });

@@ -52,6 +52,8 @@ interface GroupResult {
   hold: (HoldDone & { switchedDuring: boolean; expectedVersion: string }) | null;
   /** Versions in the order they first answered. */
   versions: string[];
+  /** Each non-2xx answer or error, placed against the deploy step running then (or the last one that ended). */
+  incidents: string[];
   /** Answers from a version older than one that had already answered (see versionStats). */
   stale: number;
   overlap: Summary;
@@ -189,6 +191,7 @@ async function runGroup(bo: BenchOperator, host: TestHost, g: Group, opts: { dep
   let result: LoadResult;
   let hold: GroupResult['hold'] = null;
   const walls: number[] = [];
+  const stepLog: { deploy: number; name: string; start: number; end: number }[] = [];
   let configChanges = 0;
   let succeeded = 0;
   try {
@@ -205,6 +208,7 @@ async function runGroup(bo: BenchOperator, host: TestHost, g: Group, opts: { dep
       }
       const d = await deploy(bo, g, n, opts.nextId());
       walls.push(d.wall);
+      for (const st of d.status.steps) if (st.started_at && st.finished_at) stepLog.push({ deploy: n, name: st.name, start: Date.parse(st.started_at), end: Date.parse(st.finished_at) });
       const routeSteps = d.status.steps.filter((s) => s.name.startsWith('route ') && s.status === 'succeeded');
       configChanges += routeSteps.filter((s) => s.detail !== 'route already so').length;
       if (d.status.status === 'succeeded') succeeded += 1;
@@ -233,6 +237,16 @@ async function runGroup(bo: BenchOperator, host: TestHost, g: Group, opts: { dep
   }
   const retry = result.clients['retrying keep-alive'];
   if (retry.errors > 0) failed.push(`retrying keep-alive: ${retry.errors} failed requests ${JSON.stringify(retry.codes)}`);
+  const incidents: string[] = [];
+  for (const c of CLIENTS) {
+    for (const b of result.clients[c].badAt) {
+      const during = stepLog.find((st) => st.start <= b.at && b.at <= st.end);
+      const before = [...stepLog].reverse().find((st) => st.end < b.at);
+      const where = during ? `during deploy ${during.deploy} "${during.name}" (+${b.at - during.start} ms)` : before ? `${b.at - before.end} ms after deploy ${before.deploy} "${before.name}"` : 'before the first deploy';
+      const sw = [...stepLog].reverse().find((st) => st.name.startsWith('route ') && st.end <= b.at);
+      incidents.push(`${c}: ${b.what} ${where}${sw ? `, ${b.at - sw.end} ms after the last switch` : ''}`);
+    }
+  }
   const order = Array.from({ length: opts.deploys + 1 }, (_, n) => g.version(n));
   const vs = versionStats(result.timeline, order);
   if (vs.unexpected.length > 0) failed.push(`answers from unexpected versions: ${vs.unexpected.join(', ')}`);
@@ -246,6 +260,7 @@ async function runGroup(bo: BenchOperator, host: TestHost, g: Group, opts: { dep
     load: result,
     hold,
     versions: vs.versions,
+    incidents,
     stale: vs.stale,
     overlap: summarize(vs.overlapMs),
     failed,
@@ -308,6 +323,7 @@ export async function zeroDowntime(host: TestHost, opts: BenchOptions): Promise<
       ]),
     ),
     '(overlap: how long the old and the new version both answered per deploy, ms; stale answers: from a version older than one already seen)',
+    ...results.flatMap((r) => r.incidents.slice(0, 12).map((i) => `incident (${r.runtime} ${r.strategy}): ${i}`)),
     ...results.map((r) => `versions in the order they answered (${r.runtime} ${r.strategy}): ${r.versions.length > 12 ? `${r.versions.slice(0, 10).join(' → ')} → … → ${r.versions[r.versions.length - 1] ?? ''}` : r.versions.join(' → ')}`),
   ].join('\n');
   const failures = results.flatMap((r) => r.failed.map((f) => `${r.runtime} ${r.strategy}: ${f}`));

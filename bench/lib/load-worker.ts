@@ -40,6 +40,8 @@ export interface ClientTally {
   retried: number;
   /** Status codes other than 2xx, with counts. */
   statuses: Record<string, number>;
+  /** When non-2xx answers and errors happened (epoch ms; the first 200), to match them with deploy steps. */
+  badAt: { at: number; what: string }[];
 }
 
 /** Consecutive answers from one version. */
@@ -67,7 +69,11 @@ export interface LoadResult {
   timeline: Segment[];
 }
 
-const tally = (): ClientTally => ({ requests: 0, non2xx: 0, errors: 0, timeouts: 0, codes: {}, retried: 0, statuses: {} });
+const tally = (): ClientTally => ({ requests: 0, non2xx: 0, errors: 0, timeouts: 0, codes: {}, retried: 0, statuses: {}, badAt: [] });
+
+function bad(t: ClientTally, what: string): void {
+  if (t.badAt.length < 200) t.badAt.push({ at: Date.now(), what });
+}
 
 function codeOf(err: unknown): string {
   const e = err as { code?: string; message?: string };
@@ -122,6 +128,7 @@ const latencies: number[] = [];
 
 function record(t: ClientTally, status: number): void {
   if (status < 200 || status > 299) {
+    bad(t, String(status));
     t.non2xx += 1;
     t.statuses[String(status)] = (t.statuses[String(status)] ?? 0) + 1;
   }
@@ -130,6 +137,7 @@ function record(t: ClientTally, status: number): void {
 function failed(t: ClientTally, err: unknown): void {
   t.errors += 1;
   const c = codeOf(err instanceof RequestError ? err.original : err);
+  bad(t, c);
   if (c === 'ETIMEDOUT') t.timeouts += 1;
   t.codes[c] = (t.codes[c] ?? 0) + 1;
 }
@@ -195,6 +203,10 @@ const cannon = autocannon({
 const raw = clients['raw keep-alive'];
 cannon.on('reqError', (err) => {
   raw.codes[codeOf(err)] = (raw.codes[codeOf(err)] ?? 0) + 1;
+  bad(raw, codeOf(err));
+});
+cannon.on('response', (_client, statusCode) => {
+  if (statusCode < 200 || statusCode > 299) bad(raw, String(statusCode));
 });
 
 const loops = [

@@ -11,6 +11,7 @@
  * | E_PAYLOAD_TOO_LARGE | 413 |
  * | E_UNSUPPORTED_MEDIA_TYPE | 415 |
  * | E_CADDY_UNAVAILABLE | 503 |
+ * | E_STATE_FULL (the state directory's disk is full) | 500, with its code and message |
  * | anything else | 500 E_INTERNAL, message without internals, details `{request_id}` |
  *
  * Reasons name the rule, never the offending value (it may be a secret).
@@ -40,7 +41,11 @@ const STATUS_BY_CODE: Record<string, number> = {
   E_PAYLOAD_TOO_LARGE: 413,
   E_UNSUPPORTED_MEDIA_TYPE: 415,
   E_CADDY_UNAVAILABLE: 503,
+  E_STATE_FULL: 500,
 };
+
+/** Server-side failures whose code and message are safe and useful to show (others are E_INTERNAL). */
+const EXPOSED_5XX = new Set(['E_CADDY_UNAVAILABLE', 'E_STATE_FULL']);
 
 /** The HTTP status of a CrateError code (500 for codes the API does not expose). */
 export function statusOf(code: string): number {
@@ -157,7 +162,7 @@ export function handleError(err: FastifyError | CrateError | Error, req: Fastify
   }
   if (err instanceof CrateError) {
     const status = statusOf(err.code);
-    if (status < 500 || err.code === 'E_CADDY_UNAVAILABLE') {
+    if (status < 500 || EXPOSED_5XX.has(err.code)) {
       if (status >= 500) req.log.warn({ code: err.code, err: err.message }, 'request failed');
       void reply.code(status).send(errorBody(err.code, err.message, err.details));
       return;

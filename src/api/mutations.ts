@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Type } from 'typebox';
-import { CrateError } from '../core/errors.ts';
+import { CrateError, stateWriteError } from '../core/errors.ts';
 import { appKeyString, type AppKey } from '../core/identity.ts';
 import { diffDesired, summarizeDesired, type DesiredApp } from '../desired/document.ts';
 import { httpUrlProblem } from '../desired/schema.ts';
@@ -115,25 +115,44 @@ async function mutate(ctx: ApiContext, m: Mutation, dryRun: boolean, log: { warn
     }
     if (dryRun) return { code: 200, body: await dryRunBody(ctx, m.key, old, next, false) };
 
-    if (next) await store.write(next);
-    else await store.remove(m.key);
+    // The document and its record go together: if either cannot be written, the previous document is
+    // put back (best effort), or the reconciler would adopt the new one as written by hand and deploy
+    // what the platform was told failed.
+    const putBack = (): Promise<void> =>
+      (old ? store.write(old).then(() => undefined) : store.remove(m.key).then(() => undefined)).catch((e: unknown) => {
+        log.warn({ err: e, app: appKeyString(m.key) }, 'cannot put the previous document back after a failed write');
+      });
+    try {
+      if (next) await store.write(next);
+      else await store.remove(m.key);
+    } catch (err) {
+      // The file may be in place with only its last-good copy missing.
+      if (next) await putBack();
+      throw stateWriteError(err, 'the desired document');
+    }
     const statusUrl = m.statusRoute === 'instance' ? `/v1/app/instance/deploy/${id}/status` : `/v1/app/deploy/${id}/status`;
     const response: Accepted = { deployment_id: m.platformId ?? id, status: 'accepted', status_url: statusUrl };
     const source = next ?? old;
-    const accepted = records.accept({
-      id,
-      key: m.key,
-      action: m.action,
-      kind: source?.spec.runtime ?? null,
-      model: source?.spec.model ?? null,
-      strategy: source?.spec.strategy ?? null,
-      target_version: source?.spec.version ?? null,
-      callback_url: m.callbackUrl,
-      request_hash: hash,
-      endpoint: m.endpoint,
-      response,
-      params: { ...(m.params ?? {}), ...(next === null ? { document_removed: true } : {}) },
-    });
+    let accepted;
+    try {
+      accepted = records.accept({
+        id,
+        key: m.key,
+        action: m.action,
+        kind: source?.spec.runtime ?? null,
+        model: source?.spec.model ?? null,
+        strategy: source?.spec.strategy ?? null,
+        target_version: source?.spec.version ?? null,
+        callback_url: m.callbackUrl,
+        request_hash: hash,
+        endpoint: m.endpoint,
+        response,
+        params: { ...(m.params ?? {}), ...(next === null ? { document_removed: true } : {}) },
+      });
+    } catch (err) {
+      await putBack();
+      throw stateWriteError(err, 'the deployment record');
+    }
     if (accepted.outcome !== 'created') {
       // Unreachable while the id lock is held; kept so a broken invariant is loud, not silent.
       throw new CrateError('E_INTERNAL', `deployment ${id} appeared while its lock was held`);

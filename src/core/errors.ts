@@ -25,3 +25,23 @@ export function describeError(err: unknown): { code: string; message: string } {
   if (err instanceof Error) return { code: 'E_INTERNAL', message: err.message };
   return { code: 'E_INTERNAL', message: String(err) };
 }
+
+/** True when `err` or a cause of it says the disk (or a quota) is full: ENOSPC, EDQUOT, SQLITE_FULL. */
+export function isNoSpace(err: unknown): boolean {
+  let e: unknown = err;
+  for (let i = 0; i < 8 && typeof e === 'object' && e !== null; i++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL') return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/**
+ * `err` as CrateError E_STATE_FULL when the state directory is full (see isNoSpace), else unchanged.
+ * The message names the condition, never file contents.
+ */
+export function stateWriteError(err: unknown, what: string): unknown {
+  if (!isNoSpace(err)) return err;
+  return new CrateError('E_STATE_FULL', `the state directory is full: cannot write ${what}; free space and retry`, { cause: err });
+}

@@ -139,49 +139,64 @@ export class DeploymentRunner {
     const done = new Promise<RunOutcome>((resolve) => {
       const sub = actor.subscribe({
         next: (snap) => {
-          const ctx = snap.context;
-          // Persist first: the journal must never be behind an effect that already started.
-          this.deps.records.saveSnapshot(id, actor.getPersistedSnapshot());
-          const status = ctx.outcome ?? 'in_progress';
-          const current = ctx.records.find((r) => r.status === 'running');
-          this.deps.records.update(id, {
-            status,
-            phase: ctx.outcome ?? (ctx.mode === 'rollback' ? 'rolling back' : (current?.name ?? 'starting')),
-            error: ctx.error ? { code: ctx.error.code, message: ctx.error.step ? `${ctx.error.step}: ${ctx.error.message}` : ctx.error.message } : null,
-            steps: ctx.records.map((r) => ({ name: r.name, status: r.status, started_at: iso(r.startedAt), finished_at: iso(r.finishedAt), detail: r.detail })),
-            ...(ctx.meta ? project(ctx.meta.start, completedActions(ctx), ctx.meta.target) : {}),
-          });
-          if (status !== lastStatus) {
-            lastStatus = status;
-            this.deps.notify(id, ctx.outcome ? `${id}:final` : `${id}:${status}`);
-          }
-          const next = new Map(ctx.records.map((r) => [r.id, r.status]));
-          for (const [i, r] of ctx.records.entries()) {
-            const was = seen.get(r.id);
-            if (was !== r.status && (r.status === 'succeeded' || r.status === 'failed' || r.status === 'rolled_back') && !ctx.outcome) {
-              this.deps.notify(id, `${id}:${r.id}:${r.status}`);
+          try {
+            const ctx = snap.context;
+            // Persist first: the journal must never be behind an effect that already started.
+            this.deps.records.saveSnapshot(id, actor.getPersistedSnapshot());
+            const status = ctx.outcome ?? 'in_progress';
+            const current = ctx.records.find((r) => r.status === 'running');
+            this.deps.records.update(id, {
+              status,
+              phase: ctx.outcome ?? (ctx.mode === 'rollback' ? 'rolling back' : (current?.name ?? 'starting')),
+              error: ctx.error ? { code: ctx.error.code, message: ctx.error.step ? `${ctx.error.step}: ${ctx.error.message}` : ctx.error.message } : null,
+              steps: ctx.records.map((r) => ({ name: r.name, status: r.status, started_at: iso(r.startedAt), finished_at: iso(r.finishedAt), detail: r.detail })),
+              ...(ctx.meta ? project(ctx.meta.start, completedActions(ctx), ctx.meta.target) : {}),
+            });
+            if (status !== lastStatus) {
+              lastStatus = status;
+              this.deps.notify(id, ctx.outcome ? `${id}:final` : `${id}:${status}`);
             }
-            // `was` is undefined only on the first snapshot of a launch (a resume): not a transition seen here.
-            const action = ctx.steps[i]?.action.type;
-            if (was !== undefined && was !== r.status && (r.status === 'succeeded' || r.status === 'failed') && action && r.startedAt !== null && r.finishedAt !== null) {
-              this.deps.onStep?.({ deploymentId: id, app: k, action, status: r.status, ms: r.finishedAt - r.startedAt });
+            const next = new Map(ctx.records.map((r) => [r.id, r.status]));
+            for (const [i, r] of ctx.records.entries()) {
+              const was = seen.get(r.id);
+              if (was !== r.status && (r.status === 'succeeded' || r.status === 'failed' || r.status === 'rolled_back') && !ctx.outcome) {
+                this.deps.notify(id, `${id}:${r.id}:${r.status}`);
+              }
+              // `was` is undefined only on the first snapshot of a launch (a resume): not a transition seen here.
+              const action = ctx.steps[i]?.action.type;
+              if (was !== undefined && was !== r.status && (r.status === 'succeeded' || r.status === 'failed') && action && r.startedAt !== null && r.finishedAt !== null) {
+                this.deps.onStep?.({ deploymentId: id, app: k, action, status: r.status, ms: r.finishedAt - r.startedAt });
+              }
             }
-          }
-          seen = next;
-          if (snap.status === 'done') {
+            seen = next;
+            if (snap.status === 'done') {
+              sub.unsubscribe();
+              this.running.delete(k);
+              this.deps.records.deleteSnapshot(id);
+              const outcome = ctx.outcome ?? 'failed';
+              this.deps.onFinished(key, id, outcome);
+              resolve(outcome);
+            }
+          } catch (err) {
+            // Progress could not be recorded (e.g. the state dir is full): stop here rather than go on
+            // with effects the journal does not know of. The record stays as last written; a later pass
+            // (the periodic resync) plans the deployment again from the host once records can be written.
             sub.unsubscribe();
             this.running.delete(k);
-            this.deps.records.deleteSnapshot(id);
-            const outcome = ctx.outcome ?? 'failed';
-            this.deps.onFinished(key, id, outcome);
-            resolve(outcome);
+            queueMicrotask(() => actor.stop());
+            this.deps.log?.warn({ app: k, deployment: id, err: describeError(err) }, 'cannot record deployment progress: stopped; it is planned again at a later pass');
+            resolve('failed');
           }
         },
         error: (err) => {
           this.running.delete(k);
-          this.deps.records.update(id, { status: 'failed', error: describeError(err) });
-          this.deps.notify(id, `${id}:final`);
-          this.deps.onFinished(key, id, 'failed');
+          try {
+            this.deps.records.update(id, { status: 'failed', error: describeError(err) });
+            this.deps.notify(id, `${id}:final`);
+            this.deps.onFinished(key, id, 'failed');
+          } catch (e) {
+            this.deps.log?.warn({ app: k, deployment: id, err: describeError(e) }, 'cannot record the failed deployment');
+          }
           resolve('failed');
         },
       });

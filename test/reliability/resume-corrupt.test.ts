@@ -67,4 +67,49 @@ describe('resume with corrupt snapshots', () => {
     }
     for (const id of ['1', '4']) expect(finished).toContain(`${id}:succeeded`);
   });
+
+  it('a transition that cannot be recorded (disk full) stops the run quietly; the app can be planned again', async () => {
+    const crashes: unknown[] = [];
+    const onCrash = (e: unknown): void => void crashes.push(e);
+    process.on('uncaughtException', onCrash);
+    try {
+      let saves = 0;
+      const full = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      const records: RunnerRecords = {
+        status: () => ({ status: 'in_progress' }),
+        update: () => undefined,
+        saveSnapshot: () => {
+          saves += 1;
+          if (saves > 1) throw full;
+        },
+        loadSnapshot: () => undefined,
+        deleteSnapshot: () => undefined,
+        unfinished: () => [],
+      };
+      const finished: string[] = [];
+      const warned: string[] = [];
+      const runner = new DeploymentRunner({
+        records,
+        effectsFor: () => effects,
+        notify: () => undefined,
+        onFinished: (_k, id, outcome) => void finished.push(`${id}:${outcome}`),
+        now: () => 2,
+        deadlines,
+        deploymentMs: 60_000,
+        log: { info: () => undefined, warn: (_o, m) => void warned.push(m) },
+      });
+      const key = { team: 't', env: 1, app: 1 };
+      const plan = { key, kind: 'deploy' as const, strategy: null, fallback: null, dropsTraffic: false, actions: steps, diff: [], notes: [] };
+      const outcome = await runner.start(key, '7', plan);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(outcome).toBe('failed');
+      expect(runner.activeFor(key)).toBeUndefined();
+      // Not finished: the record was not written, so nothing may act as if it were.
+      expect(finished).toEqual([]);
+      expect(warned.join()).toMatch(/cannot record deployment progress/);
+      expect(crashes).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onCrash);
+    }
+  });
 });

@@ -41,7 +41,11 @@ export interface OperatorConfig {
   /** Seconds systemd/Docker wait after SIGTERM before SIGKILL. */
   stopTimeoutSec: number;
   /** Deadlines of deployment steps, in milliseconds. */
-  deadlines: { probeIntervalMs: number; probeTimeoutMs: number; healthyMs: number; drainMs: number; deploymentMs: number };
+  /**
+   * `fetchMs`: how long a release download may take (a slow or hanging asset server fails the
+   * deployment with E_ASSET_TIMEOUT after it); default 5 minutes.
+   */
+  deadlines: { probeIntervalMs: number; probeTimeoutMs: number; healthyMs: number; drainMs: number; deploymentMs: number; fetchMs?: number };
   /** Hosts/CIDRs that callback and asset URLs may reach although loopback/private (SSRF allow-list). */
   allowPrivateNetworks: string[];
 }
@@ -221,6 +225,7 @@ export function loadConfig(sources: ConfigSources = {}): OperatorConfig {
       healthyMs: secs('healthyTimeout', (d.deadlines?.healthyMs ?? 60_000) / 1000, 1, 3600) * 1000,
       drainMs: secs('drainTimeout', (d.deadlines?.drainMs ?? 30_000) / 1000, 0, 3600) * 1000,
       deploymentMs: d.deadlines?.deploymentMs ?? 15 * 60_000,
+      fetchMs: d.deadlines?.fetchMs ?? 5 * 60_000,
     },
     allowPrivateNetworks: (raw('allowPrivate') ?? (d.allowPrivateNetworks ?? []).join(','))
       .split(',')

@@ -70,7 +70,7 @@ export interface HealEvent {
 export function stepDeadlines(cfg: OperatorConfig): StepDeadlines {
   const stop = (cfg.stopTimeoutSec + 30) * 1000;
   return {
-    fetchRelease: 5 * 60_000,
+    fetchRelease: cfg.deadlines.fetchMs ?? 5 * 60_000,
     pullImage: 10 * 60_000,
     createRun: 10 * 60_000,
     startRun: 60_000,

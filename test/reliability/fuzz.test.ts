@@ -169,7 +169,7 @@ describe('API fuzzing', () => {
     for (const f of await allFiles(dir)) expect({ f: f.rel, mode: f.mode }).toEqual({ f: f.rel, mode: f.dir ? 0o700 : 0o600 });
 
     report('fuzz', { requests: tally.requests, seed: SEED, ms, per_request_ms: +(ms / tally.requests).toFixed(2), inject_ms: Math.round(timing.inject), state_check_ms: Math.round(timing.state), families: tally.byFamily, statuses: tally.byStatus, state_changes: tally.writes, apps: store.list().length, crashes: crashes.length });
-  }, 180_000);
+  }, Math.max(180_000, TOTAL * 10));
 });
 
 async function allFiles(root: string): Promise<{ rel: string; mode: number; dir: boolean }[]> {

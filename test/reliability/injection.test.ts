@@ -319,5 +319,5 @@ describe('injection corpus against the real operator', () => {
     for (const f of newUnits) expect(f, 'unit dir entry').toMatch(/^(crate-[A-Za-z0-9][A-Za-z0-9_.-]{0,62}:[0-9]+:[0-9]+:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(:[a-f0-9]{6,16})?\.service|[a-z.-]+\.(wants|target))$/);
 
     report('injection', { api_cases_refused: refused, path_ids: HOSTILE_IDS.length, env_values: Object.keys(env).length, docker_args: command.length, gitops_docs: gitops.length + 1, units_verified: written.length + samples.length });
-  }, 90_000);
+  }, 90_000 + RENDERED_UNITS * 250);
 });

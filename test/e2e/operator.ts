@@ -123,7 +123,11 @@ export async function cleanupTeam(team: string, config: OperatorConfig): Promise
   const filters = encodeURIComponent(JSON.stringify({ label: [`crate.team=${team}`] }));
   const list = await dockerApi('GET', `/containers/json?all=1&filters=${filters}`);
   for (const c of (list.body as { Id: string }[] | undefined) ?? []) await dockerApi('DELETE', `/containers/${c.Id}?force=true&v=true`);
-  for (let env = 1; env <= 3; env++) for (let app = 1; app <= 5; app++) await caddyApi('DELETE', `/id/${routeId({ team, env, app })}`);
+  // Every route of the team, whatever its env and app ids (listed, not guessed).
+  const routes = (await caddyApi('GET', `/config/apps/http/servers/${host.caddy.serverName}/routes`)).body;
+  const prefix = routeId({ team, env: 1, app: 1 }).replace(/-1-1$/, '-');
+  const ids = (Array.isArray(routes) ? (routes as { '@id'?: unknown }[]) : []).map((r) => r['@id']).filter((id): id is string => typeof id === 'string' && id.startsWith(prefix));
+  for (const id of ids) await caddyApi('DELETE', `/id/${id}`);
   await rm(config.stateDir, { recursive: true, force: true });
 }
 

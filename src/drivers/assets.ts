@@ -268,6 +268,11 @@ async function download(start: URL, file: string, limits: AssetLimits, dispatche
     if (deadline.aborted) fail('E_ASSET_TIMEOUT', `asset download took longer than ${limits.timeoutMs} ms: ${redact(url)}`);
     const policy = findCrateError(err);
     if (policy) throw policy;
+    // The transport's own header/body timeouts are timeouts too, whichever deadline fired first.
+    const code = (err as { code?: unknown }).code;
+    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+      fail('E_ASSET_TIMEOUT', `asset server did not answer in time (${(err as Error).message}): ${redact(url)}`, { url: redact(url) }, err);
+    }
     fail('E_ASSET_DOWNLOAD', `asset download failed: ${redact(url)}: ${(err as Error).message}`, { url: redact(url) }, err);
   }
   try {

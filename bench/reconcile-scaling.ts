@@ -130,10 +130,10 @@ async function scenario(host: TestHost, runtime: Runtime, n: number, opts: { pas
     });
     const keyOf = (i: number): AppKey => ({ team, env: 1, app: i + 1 });
     if (runtime === 'binary') {
-      const driver = createSystemdDriver({ scope: 'user', env, appsDir: cfg.appsDir, stopTimeoutSec: 5 });
+      const driver = createSystemdDriver({ scope: 'user', env, appsDir: cfg.appsDir, stopTimeoutSec: cfg.stopTimeoutSec });
       const specs: UnitSpec[] = docs.map((d, i) =>
         instanceUnitSpec(
-          { appsDir: cfg.appsDir, scope: 'user', stopTimeoutSec: 5 },
+          { appsDir: cfg.appsDir, scope: 'user', stopTimeoutSec: cfg.stopTimeoutSec },
           {
             key: keyOf(i),
             instance: 'web',
@@ -176,7 +176,7 @@ async function scenario(host: TestHost, runtime: Runtime, n: number, opts: { pas
             env: {},
             command: doc.spec.docker?.command,
             restart: 'unless-stopped',
-            stopTimeoutSec: 5,
+            stopTimeoutSec: cfg.stopTimeoutSec,
           });
           await driver.start(c.name);
         });

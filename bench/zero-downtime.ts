@@ -52,6 +52,8 @@ interface GroupResult {
   hold: (HoldDone & { switchedDuring: boolean; expectedVersion: string }) | null;
   /** Versions in the order they first answered. */
   versions: string[];
+  /** The slowest deploy of the group: its steps with durations and details. */
+  slowest: { deploy: number; wall: number; steps: string[] } | null;
   /** Each non-2xx answer or error, placed against the deploy step running then (or the last one that ended). */
   incidents: string[];
   /** Answers from a version older than one that had already answered (see versionStats). */
@@ -191,6 +193,7 @@ async function runGroup(bo: BenchOperator, host: TestHost, g: Group, opts: { dep
   let result: LoadResult;
   let hold: GroupResult['hold'] = null;
   const walls: number[] = [];
+  let slowest: GroupResult['slowest'] = null;
   const stepLog: { deploy: number; name: string; start: number; end: number }[] = [];
   let configChanges = 0;
   let succeeded = 0;
@@ -208,6 +211,9 @@ async function runGroup(bo: BenchOperator, host: TestHost, g: Group, opts: { dep
       }
       const d = await deploy(bo, g, n, opts.nextId());
       walls.push(d.wall);
+      if (!slowest || d.wall > slowest.wall) {
+        slowest = { deploy: n, wall: d.wall, steps: d.status.steps.map((st) => `${st.name}: ${st.started_at && st.finished_at ? Date.parse(st.finished_at) - Date.parse(st.started_at) : '?'} ms${st.detail ? ` (${st.detail})` : ''}`) };
+      }
       for (const st of d.status.steps) if (st.started_at && st.finished_at) stepLog.push({ deploy: n, name: st.name, start: Date.parse(st.started_at), end: Date.parse(st.finished_at) });
       const routeSteps = d.status.steps.filter((s) => s.name.startsWith('route ') && s.status === 'succeeded');
       configChanges += routeSteps.filter((s) => s.detail !== 'route already so').length;
@@ -260,6 +266,7 @@ async function runGroup(bo: BenchOperator, host: TestHost, g: Group, opts: { dep
     load: result,
     hold,
     versions: vs.versions,
+    slowest,
     incidents,
     stale: vs.stale,
     overlap: summarize(vs.overlapMs),
@@ -275,6 +282,8 @@ function codes(t: ClientTally): string {
 export async function zeroDowntime(host: TestHost, opts: BenchOptions): Promise<BenchResult> {
   const m = machine();
   const [dArg, hArg] = opts.args.map(Number);
+  // A third argument picks groups, e.g. `binary-rolling,docker-blue_green` (default: all four).
+  const only = opts.args[2]?.split(',');
   const deploys = Number.isInteger(dArg) && (dArg as number) > 0 ? (dArg as number) : opts.quick ? 5 : 20;
   const holdMs = (Number.isFinite(hArg) && (hArg as number) >= 0 ? (hArg as number) : opts.quick ? 5 : 20) * 1000;
   const team = benchTeam('zd');
@@ -290,7 +299,7 @@ export async function zeroDowntime(host: TestHost, opts: BenchOptions): Promise<
   let id = 5000;
   try {
     const ports = await freePorts(8);
-    for (const g of groups(bo, host, ports)) results.push(await runGroup(bo, host, g, { deploys, holdMs, nextId: () => ++id }));
+    for (const g of groups(bo, host, ports).filter((x) => !only || only.includes(`${x.runtime}-${x.strategy}`))) results.push(await runGroup(bo, host, g, { deploys, holdMs, nextId: () => ++id }));
   } finally {
     await bo.close();
     if (graceBefore !== undefined) await setGracePeriod(host.caddy.adminUrl, graceBefore);
@@ -323,6 +332,7 @@ export async function zeroDowntime(host: TestHost, opts: BenchOptions): Promise<
       ]),
     ),
     '(overlap: how long the old and the new version both answered per deploy, ms; stale answers: from a version older than one already seen)',
+    ...results.flatMap((r) => (r.slowest ? [`slowest deploy (${r.runtime} ${r.strategy}): #${r.slowest.deploy}, ${r.slowest.wall} ms: ${r.slowest.steps.join(' | ')}`] : [])),
     ...results.flatMap((r) => r.incidents.slice(0, 12).map((i) => `incident (${r.runtime} ${r.strategy}): ${i}`)),
     ...results.map((r) => `versions in the order they answered (${r.runtime} ${r.strategy}): ${r.versions.length > 12 ? `${r.versions.slice(0, 10).join(' → ')} → … → ${r.versions[r.versions.length - 1] ?? ''}` : r.versions.join(' → ')}`),
   ].join('\n');

@@ -134,11 +134,23 @@ function record(t: ClientTally, status: number): void {
   }
 }
 
+/** A failure of the retrying client, with which attempt failed (`new connection` or `retry`). */
+class Tagged extends Error {
+  constructor(
+    readonly original: unknown,
+    readonly attempt: string,
+  ) {
+    super(codeOf(original));
+  }
+}
+
 function failed(t: ClientTally, err: unknown): void {
   t.errors += 1;
-  const c = codeOf(err instanceof RequestError ? err.original : err);
+  const inner = err instanceof Tagged ? err.original : err;
+  const code = codeOf(inner instanceof RequestError ? inner.original : inner);
+  const c = err instanceof Tagged ? `${code} (${err.attempt})` : code;
   bad(t, c);
-  if (c === 'ETIMEDOUT') t.timeouts += 1;
+  if (code === 'ETIMEDOUT') t.timeouts += 1;
   t.codes[c] = (t.codes[c] ?? 0) + 1;
 }
 
@@ -164,9 +176,13 @@ const retryOnce = async (): Promise<void> => {
     } catch (err) {
       // Only a failure on a reused connection is retried, once, on a new connection (as browsers do):
       // the server may have closed the idle connection, and so may it have the other pooled ones.
-      if (!(err instanceof RequestError && err.reused)) throw err;
+      if (!(err instanceof RequestError && err.reused)) throw new Tagged(err, 'new connection');
       t.retried += 1;
-      a = await get(cfg, cfg.path, false, 10_000);
+      try {
+        a = await get(cfg, cfg.path, false, 10_000);
+      } catch (again) {
+        throw new Tagged(again, 'retry');
+      }
     }
     latencies.push(performance.now() - t0);
     record(t, a.status);

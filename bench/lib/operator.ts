@@ -49,7 +49,6 @@ export function benchConfig(host: TestHost, stateDir: string, over: Partial<Oper
     caddyGraceMs: 30_000,
     serverId: 'bench-host',
     resyncMs: 3_600_000,
-    stopTimeoutSec: 5,
     allowPrivateNetworks: ['127.0.0.0/8'],
     surgePorts: surgeBlock(),
     ...over,

@@ -72,6 +72,12 @@ beforeAll(async () => {
     },
     observed: (key) => ({ fake: true, app: appKeyString(key) }),
     planFor: (_key, doc) => ({ steps: doc ? ['deploy'] : ['delete'] }),
+    planDocument: (doc) =>
+      Promise.resolve({
+        mode: store.get({ team: doc.metadata.team, env: doc.metadata.environment, app: doc.metadata.app }) ? ('heal' as const) : ('deploy' as const),
+        deployment_id: doc.deployment.id,
+        plan: { kind: 'deploy' as const, strategy: doc.spec.strategy, fallback: null, drops_traffic: false, steps: ['fake step'], diff: [], notes: [] },
+      }),
     sse: { heartbeatMs: 1_000, maxStreamMs: 5 },
   });
   contract = new Contract((await app.inject({ method: 'GET', url: '/openapi.json' })).json<OpenApiDoc>());

@@ -216,23 +216,59 @@ export function validRequests(s: FuzzSetup): fc.Arbitrary<FuzzRequest> {
   const posts = POST_PATHS.map((p) =>
     fc.tuple(validBody(p, s), dryRun).map(([b, q]): FuzzRequest => ({ family: 'valid', method: 'POST', url: `${p}${q}`, headers, payload: JSON.stringify(b) })),
   );
-  return fc.oneof({ weight: 4, arbitrary: fc.oneof(...posts) }, { weight: 1, arbitrary: getRequest(s) });
+  return fc.oneof({ weight: 8, arbitrary: fc.oneof(...posts) }, { weight: 2, arbitrary: getRequest(s) }, { weight: 1, arbitrary: planRequests(s) });
 }
 
 /** Bodies generated from the request schemas of the OpenAPI document. */
 export function schemaRequests(s: FuzzSetup): fc.Arbitrary<FuzzRequest> {
   const headers = { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' };
-  const arbs = POST_PATHS.map((p) => {
-    const schema = s.contract.bodySchema('POST', p);
-    if (!schema) throw new Error(`no request schema for POST ${p} in /openapi.json`);
+  // Every POST operation the document publishes (a route added later is fuzzed without editing this).
+  const posts = s.contract.routes.filter((r) => r.method === 'POST' && s.contract.bodySchema('POST', r.path) !== undefined).map((r) => r.path);
+  if (!POST_PATHS.every((p) => posts.includes(p))) throw new Error(`/openapi.json lacks some of ${POST_PATHS.join(', ')}`);
+  const arbs = posts.map((p) => {
+    const schema = s.contract.bodySchema('POST', p) as NonNullable<ReturnType<Contract['bodySchema']>>;
     // Mostly within the valid family's small app space (so families interact: conflicts, supersedes,
     // start/stop of instances they created) and so the state stays small enough to compare each time.
     const identity = fc.option(keyArb, { freq: 10, nil: undefined });
-    return fc
-      .tuple(valueOf(schema), identity, dryRun)
-      .map(([b, k, q]): FuzzRequest => ({ family: 'schema', method: 'POST', url: `${p}${q}`, headers, payload: JSON.stringify(k ? { ...(b as Json), ...k } : b) }));
+    const plain = (POST_PATHS as readonly string[]).includes(p);
+    return fc.tuple(valueOf(schema), identity, plain ? dryRun : fc.constant('')).map(([b, k, q]): FuzzRequest => ({
+      family: 'schema',
+      method: 'POST',
+      url: `${p}${q}`,
+      headers,
+      payload: JSON.stringify(k && plain ? { ...(b as Json), ...k } : b),
+    }));
   });
   return fc.oneof(...arbs);
+}
+
+/** Valid desired-state documents for `POST /v1/plan` (a dry run of a document). */
+export function planRequests(s: FuzzSetup): fc.Arbitrary<FuzzRequest> {
+  const headers = { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' };
+  return fc
+    .record({ k: keyArb, version, env: envVars, runtime: fc.constantFrom('binary', 'docker'), strat: strategy, n: fc.integer({ min: 1, max: 3 }), asset: assetUrl, cb: callbackUrl, id: fc.integer({ min: 1, max: MAX_DEPLOYMENT_ID }) })
+    .map(({ k, version: v, env, runtime, strat, n, asset, cb, id }): FuzzRequest => {
+      const base = portBase(k);
+      const instances = Object.fromEntries(Array.from({ length: strat === 'blue_green' ? 2 : n }, (_, i) => [`i-${i + 1}`, { port: base + i, slot: ['blue', 'green', 's3'][i], state: 'running', generation: 0 }]));
+      const doc = {
+        apiVersion: 'crate-operator/v1',
+        kind: 'App',
+        metadata: { team: k.team_id, environment: k.environment_id, app: k.app_id },
+        spec: {
+          runtime,
+          model: 'instance',
+          domain: domainOf(k),
+          strategy: strat,
+          version: v,
+          ...(runtime === 'binary' ? { binary: { asset_url: asset } } : { docker: { image: 'registry.example.com/acme/shop', tag: v } }),
+          env,
+          health_check_path: '/healthz',
+          instances,
+        },
+        deployment: { id: String(id), callback_url: cb, requested_at: '2025-01-01T00:00:00.000Z' },
+      };
+      return { family: 'valid', method: 'POST', url: '/v1/plan', headers, payload: JSON.stringify(doc) };
+    });
 }
 
 const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
@@ -283,7 +319,9 @@ function applyMutations(body: Json, ms: Mutation[]): string {
       });
       const p = objs[m.pick % objs.length] as (string | number)[];
       const target = (p.length === 0 ? root : (getAt(root, p)?.parent[p[p.length - 1] as string] as Json));
-      target[m.name] = m.value;
+      // A copy each time: constant values are shared between samples, and one inserted twice (or
+      // into itself) would make a cycle.
+      target[m.name] = structuredClone(m.value);
       continue;
     }
     if (all.length === 0) continue;
@@ -293,7 +331,7 @@ function applyMutations(body: Json, ms: Mutation[]): string {
     if (m.op === 'delete') {
       if (Array.isArray(at.parent)) (at.parent as unknown[]).splice(Number(at.key), 1);
       else delete at.parent[at.key];
-    } else if (m.op === 'retype') at.parent[at.key] = m.value;
+    } else if (m.op === 'retype') at.parent[at.key] = structuredClone(m.value);
     else if (!Array.isArray(at.parent)) {
       const v = at.parent[at.key];
       delete at.parent[at.key];
@@ -335,8 +373,8 @@ const BROKEN_JSON = ['', ' ', '{', '}', '{"a":', '{"a" 1}', 'nul', 'NaN', 'undef
 export function hostileRequests(s: FuzzSetup): fc.Arbitrary<FuzzRequest> {
   const auth = { authorization: `Bearer ${s.token}` };
   const json = { ...auth, 'content-type': 'application/json' };
-  const anyPost = fc.constantFrom(...POST_PATHS);
-  const anyPath = fc.constantFrom(...POST_PATHS, '/v1/app/deploy/1/status', '/v1/app/instance/deploy/1/status', '/v1/apps', '/v1/app/deploy/1/events', '/healthz', '/openapi.json');
+  const anyPost = fc.constantFrom(...POST_PATHS, '/v1/plan');
+  const anyPath = fc.constantFrom(...POST_PATHS, '/v1/plan', '/v1/app/deploy/1/status', '/v1/app/instance/deploy/1/status', '/v1/apps', '/v1/app/deploy/1/events', '/healthz', '/openapi.json');
   const r = (o: Omit<FuzzRequest, 'family'>): FuzzRequest => ({ family: 'hostile', ...o });
   return fc.oneof(
     fc.tuple(anyPost, fc.uint8Array({ maxLength: 256 })).map(([p, b]) => r({ method: 'POST', url: p, headers: json, payload: Buffer.from(b) })),
@@ -359,7 +397,7 @@ export function hostileRequests(s: FuzzSetup): fc.Arbitrary<FuzzRequest> {
       .map((u) => r({ method: 'GET', url: u, headers: auth })),
     fc
       .tuple(
-        fc.constantFrom(...POST_PATHS, '/v1/apps', '/v1/app/deploy/1/status'),
+        fc.constantFrom(...POST_PATHS, '/v1/plan', '/v1/apps', '/v1/app/deploy/1/status'),
         fc.constantFrom('', 'Bearer', 'Bearer ', `Bearer ${s.token}x`, `Bearer ${s.token.slice(0, -1)}`, `Basic ${Buffer.from(`u:${s.token}`).toString('base64')}`, `bearer  ${s.token} extra`, `Bearer\t${s.token}`, s.token, `Bearer ${'x'.repeat(10_000)}`, 'Bearer \u00ff\u00fe'),
       )
       .map(([p, a]) => r({ method: p.startsWith('/v1/app/') && !p.includes('status') ? 'POST' : 'GET', url: p, headers: { authorization: a, 'content-type': 'application/json' }, ...(p.includes('status') || p === '/v1/apps' ? {} : { payload: '{}' }) })),
